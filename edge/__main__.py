@@ -1,0 +1,3 @@
+from nightear.cli import main
+
+raise SystemExit(main())

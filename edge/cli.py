@@ -1,0 +1,176 @@
+"""The `nightear` command line: detect drones in recordings, describe a model.
+
+User errors (a bad file, config or model) print one line `nightear: error: ...` on stderr
+and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from nightear import __version__
+from nightear.classifier import OnnxClassifier, default_model_path
+from nightear.config import Settings, load_settings
+from nightear.decision import DroneEvent
+from nightear.errors import NightearError
+from nightear.pipeline import Detector
+from nightear.sources import WavSource
+
+EXIT_USER_ERROR = 2
+PROGRESS_MIN_SECONDS = 60.0  # show a progress bar when there is at least this much audio
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nightear", description="Acoustic drone detector.")
+    parser.add_argument("--version", action="version", version=f"nightear {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    detect = sub.add_parser("detect", help="find drone events in WAV/FLAC recordings")
+    detect.add_argument("paths", nargs="+", metavar="PATH", help="audio files (any rate/channels)")
+    detect.add_argument("--model", help="ONNX model file (default: the shipped model)")
+    detect.add_argument("--config", help="YAML config file")
+    detect.add_argument("--threshold", type=_threshold, help="decision threshold in (0, 1)")
+    detect.add_argument("--scores", action="store_true",
+                        help="print one JSON line per scored window instead of events")
+
+    info = sub.add_parser("info", help="print a model's metadata as JSON")
+    info.add_argument("--model", help="ONNX model file (default: the shipped model)")
+    info.add_argument("--config", help="YAML config file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "detect":
+            return _detect(args)
+        return _info(args)
+    except NightearError as exc:
+        _error(str(exc))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    print(f"nightear: error: {message}", file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace) -> tuple[Settings, OnnxClassifier]:
+    settings = load_settings(args.config)
+    model_path = args.model or settings.model.path
+    if model_path is None:
+        model_path = default_model_path()
+    elif args.model is None and args.config and not Path(model_path).is_absolute():
+        model_path = Path(args.config).parent / model_path  # config paths are relative to it
+    classifier = OnnxClassifier(model_path, settings.frontend, threads=settings.model.threads)
+    return settings, classifier
+
+
+def _info(args: argparse.Namespace) -> int:
+    _, classifier = _load(args)
+    meta = {k: v for k, v in classifier.info.metadata.items() if k != "mel_basis"}
+    meta.update(path=str(classifier.path), sha256=classifier.info.sha256)
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    settings, classifier = _load(args)
+    decision = settings.decision
+    if args.threshold is not None:
+        decision = msgspec.structs.replace(decision, threshold=args.threshold)
+    sources: list[WavSource | None] = []
+    status = 0
+    for path in args.paths:
+        try:
+            sources.append(WavSource(path, classifier.info.frontend.sample_rate))
+        except NightearError as exc:
+            _error(str(exc))
+            sources.append(None)
+            status = EXIT_USER_ERROR
+    progress = _Progress(sum(s.duration_s for s in sources if s), sys.stderr)
+    for source in sources:
+        if source is None:
+            continue
+        detector = Detector(classifier, decision, settings.model.hop_seconds)
+        try:
+            _detect_one(source, detector, args.scores, progress)
+        except NightearError as exc:
+            _error(str(exc))
+            status = EXIT_USER_ERROR
+    progress.close()
+    return status
+
+
+def _detect_one(source: WavSource, detector: Detector, scores: bool, progress: _Progress) -> None:
+    name = str(source.path)
+    for block in source.blocks():
+        output = detector.push(block)
+        if scores:
+            for s in output.scores:
+                _emit({"file": name, "t_s": round(s.start_s, 3), "p": round(s.p, 4)})
+        else:
+            for change in output.changes:
+                if change.kind == "close":
+                    _emit(_event_json(name, change.event, detector))
+        progress.advance(len(block) / source.sample_rate)
+    for change in detector.finish():
+        if not scores and change.kind == "close":
+            _emit(_event_json(name, change.event, detector))
+
+
+def _event_json(name: str, event: DroneEvent, detector: Detector) -> dict[str, object]:
+    info = detector.classifier.info
+    return {
+        "file": name, "start_s": round(event.start_s, 3), "end_s": round(event.end_s, 3),
+        "peak_confidence": round(event.peak_confidence, 4),
+        "mean_confidence": round(event.mean_confidence, 4), "windows": event.windows,
+        "model": f"{info.name}-{info.version}",
+    }
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class _Progress:
+    """A one-line progress bar on a terminal's stderr, only when the work is long."""
+
+    def __init__(self, total_s: float, stream: TextIO):
+        self.total_s = total_s
+        self.done_s = 0.0
+        self.stream = stream
+        self.enabled = stream.isatty() and total_s >= PROGRESS_MIN_SECONDS
+        self._last_draw = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.done_s += seconds
+        now = time.monotonic()
+        if self.enabled and now - self._last_draw > 0.2:
+            self._last_draw = now
+            frac = min(1.0, self.done_s / self.total_s)
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r[{bar:<30}] {frac:6.1%} of {self.total_s / 60:.1f} min audio")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()

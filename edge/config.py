@@ -1,0 +1,52 @@
+"""Configuration: one YAML file -> frozen, validated settings.
+
+msgspec checks keys, types and ranges in one place; an error becomes one line that names the
+file and the key, e.g. `config.yaml: Expected `int`, got `str` - at `$.decision.open_windows``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from nightear.decision import DecisionConfig
+from nightear.errors import ConfigError
+from nightear.frontend import FrontendConfig
+from nightear.pipeline import DEFAULT_HOP_SECONDS
+
+
+class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which model scores the windows, and how."""
+
+    path: str | None = None  # None: the model shipped with nightear
+    threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    hop_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=5.0)] = DEFAULT_HOP_SECONDS
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything nightear reads from its YAML file."""
+
+    model: ModelSettings = ModelSettings()
+    frontend: FrontendConfig = FrontendConfig()
+    decision: DecisionConfig = DecisionConfig()
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read and validate a YAML config; None gives the defaults."""
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    if not text.strip():
+        return Settings()
+    try:
+        return msgspec.yaml.decode(text, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None

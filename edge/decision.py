@@ -1,0 +1,121 @@
+"""Decision: a stream of window probabilities -> drone events, one per drone pass.
+
+A single loud window is not a drone and a single quiet window inside a pass is not its end:
+probabilities are smoothed (moving mean over `smooth_windows`), an event opens after
+`open_windows` consecutive smoothed windows at or over the threshold and closes after
+`close_windows` consecutive windows under it (hysteresis in time).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import msgspec
+
+
+class DecisionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Smoothing and hysteresis; `threshold` None means the model's own threshold."""
+
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] | None = None
+    smooth_windows: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
+    open_windows: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
+    close_windows: Annotated[int, msgspec.Meta(ge=1, le=200)] = 4
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """One scored window: its time span in the stream (seconds) and drone probability."""
+
+    start_s: float
+    end_s: float
+    p: float
+
+
+@dataclass(frozen=True)
+class DroneEvent:
+    """One drone pass: from the first window of the run that opened it to the last window
+    over the threshold. Confidences are raw window probabilities over that span."""
+
+    start_s: float
+    end_s: float
+    peak_confidence: float
+    mean_confidence: float
+    windows: int
+
+
+@dataclass(frozen=True)
+class EventChange:
+    """An event opened (a live alert) or closed (its final extent)."""
+
+    kind: Literal["open", "close"]
+    event: DroneEvent
+
+
+@dataclass
+class _OpenEvent:
+    windows: list[WindowScore] = field(default_factory=list)
+    last_over: int = 0  # index into windows of the last window over the threshold
+
+    def snapshot(self) -> DroneEvent:
+        span = self.windows[: self.last_over + 1]
+        probs = [w.p for w in span]
+        return DroneEvent(
+            start_s=span[0].start_s, end_s=span[-1].end_s, peak_confidence=max(probs),
+            mean_confidence=sum(probs) / len(probs), windows=len(span),
+        )
+
+
+class EventTracker:
+    """Feed window scores in time order; get EventChange objects back."""
+
+    def __init__(self, config: DecisionConfig, threshold: float):
+        self.config = config
+        self.threshold = threshold
+        self._recent: deque[float] = deque(maxlen=config.smooth_windows)
+        self._run: list[WindowScore] = []  # consecutive windows over threshold, event closed
+        self._open: _OpenEvent | None = None
+        self._under = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open is not None
+
+    def push(self, score: WindowScore) -> list[EventChange]:
+        self._recent.append(score.p)
+        over = sum(self._recent) / len(self._recent) >= self.threshold
+        if self._open is None:
+            return self._push_closed(score, over)
+        self._open.windows.append(score)
+        if over:
+            self._open.last_over = len(self._open.windows) - 1
+            self._under = 0
+            return []
+        self._under += 1
+        if self._under >= self.config.close_windows:
+            return self.flush()
+        return []
+
+    def _push_closed(self, score: WindowScore, over: bool) -> list[EventChange]:
+        if not over:
+            self._run.clear()
+            return []
+        self._run.append(score)
+        if len(self._run) < self.config.open_windows:
+            return []
+        self._open = _OpenEvent(windows=list(self._run), last_over=len(self._run) - 1)
+        self._run.clear()
+        self._under = 0
+        return [EventChange("open", self._open.snapshot())]
+
+    def flush(self) -> list[EventChange]:
+        """Close the open event, if any (end of stream, or shutdown)."""
+        if self._open is None:
+            self._run.clear()
+            return []
+        event = self._open.snapshot()
+        self._open = None
+        self._under = 0
+        self._run.clear()
+        return [EventChange("close", event)]

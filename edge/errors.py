@@ -1,0 +1,18 @@
+"""One small error hierarchy: every user-facing failure is a NightearError with a message a
+technician can act on (file, key, value, allowed range). The CLI prints it on one line."""
+
+
+class NightearError(Exception):
+    """Base of every error nightear reports to a user without a traceback."""
+
+
+class ConfigError(NightearError):
+    """A configuration file, key or value is wrong."""
+
+
+class AudioError(NightearError):
+    """An audio file or device cannot be read as audio nightear can use."""
+
+
+class ModelError(NightearError):
+    """A model file is missing, unreadable or does not match the front-end."""

@@ -1,0 +1,1 @@
+"""The default model shipped with nightear (package data: <name>.onnx, .card.md, .metrics.json)."""

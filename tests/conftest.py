@@ -1,0 +1,41 @@
+"""Shared test helpers: fixture paths, the shipped model, the real CLI, the shared data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nightear.classifier import default_model_path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return default_model_path()
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `nightear` entry point in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "nightear", *args], capture_output=True, text=True,
+        cwd=cwd or REPO, timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared recordings; skip where they are absent, but never on CI."""
+    from nightear_training.data import data_root as find
+
+    root = find()
+    if not (root / "drone-audio-dataset" / "manifest.csv").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the shared data is missing at {root} (set NIGHTEAR_DATA)")
+        pytest.skip(f"shared data not found at {root}; set NIGHTEAR_DATA to run this test")
+    return root

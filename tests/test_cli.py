@@ -1,0 +1,140 @@
+"""`nightear detect` as a user runs it: events for drones, silence for the rest, and one clear
+line per bad file while the good files are still processed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from tests.conftest import FIXTURES, run_cli
+
+DRONE = str(FIXTURES / "drone_bebop_16k.flac")
+NIGHT = str(FIXTURES / "night_background_16k.flac")
+SILENCE = str(FIXTURES / "silence_16k.wav")
+STEREO_44K = str(FIXTURES / "drone_membo_44k_stereo.flac")
+CORRUPT = str(FIXTURES / "corrupt.wav")
+
+
+def events(stdout: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def assert_user_error(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert any(line.startswith("nightear: error: ") and needle in line
+                   for line in result.stderr.splitlines()), (needle, result.stderr)
+
+
+def test_drone_recording_gives_one_event_with_its_extent() -> None:
+    result = run_cli("detect", DRONE)
+    assert result.returncode == 0, result.stderr
+    (event,) = events(result.stdout)
+    assert event["file"] == DRONE
+    assert {"start_s", "end_s", "peak_confidence", "mean_confidence"} <= set(event)
+    assert float(event["start_s"]) < 1.0 and float(event["end_s"]) > 4.0  # the whole 5-s pass
+    assert 0.5 < float(event["mean_confidence"]) <= float(event["peak_confidence"]) <= 1.0
+
+
+def test_night_background_and_silence_give_no_event() -> None:
+    result = run_cli("detect", NIGHT, SILENCE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_44k_stereo_drone_is_resampled_and_detected() -> None:
+    result = run_cli("detect", STEREO_44K)
+    assert result.returncode == 0, result.stderr
+    assert len(events(result.stdout)) == 1
+
+
+def test_rate_and_channels_do_not_change_the_verdict(tmp_path: Path) -> None:
+    y, rate = sf.read(DRONE, dtype="float32")
+    wide = soxr.resample(y, rate, 48000)
+    path = tmp_path / "drone_48k_4ch.wav"
+    sf.write(path, np.stack([wide] * 4, axis=1), 48000, subtype="FLOAT")
+    original, converted = events(run_cli("detect", DRONE).stdout), events(run_cli("detect", str(path)).stdout)
+    assert len(original) == len(converted) == 1
+    assert abs(float(original[0]["start_s"]) - float(converted[0]["start_s"])) < 0.3
+    assert abs(float(original[0]["end_s"]) - float(converted[0]["end_s"])) < 0.3
+
+
+def test_example_in_readme_finds_the_drone_pass() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "drone-pass.flac"
+    (event,) = events(run_cli("detect", str(example)).stdout)
+    assert 4.5 < float(event["start_s"]) < 7.0 and 10.0 < float(event["end_s"]) < 12.5
+
+
+def test_scores_prints_one_line_per_window() -> None:
+    result = run_cli("detect", "--scores", DRONE, NIGHT)
+    assert result.returncode == 0
+    lines = events(result.stdout)
+    drone = [x for x in lines if x["file"] == DRONE]
+    night = [x for x in lines if x["file"] == NIGHT]
+    assert set(drone[0]) == {"file", "t_s", "p"}
+    # 5 s of audio, 0.816-s windows every 0.256 s
+    assert len(drone) == int((sf.info(DRONE).frames - 13056) / 4096) + 1
+    assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.256, atol=1e-3)
+    assert np.median([float(x["p"]) for x in drone]) > 0.9
+    assert np.median([float(x["p"]) for x in night]) < 0.1
+
+
+def test_bad_files_are_reported_and_the_good_ones_still_processed(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    truncated = tmp_path / "truncated.wav"
+    sf.write(truncated, sf.read(DRONE, dtype="float32")[0], 16000, subtype="PCM_16")
+    truncated.write_bytes(truncated.read_bytes()[:40000])
+    missing = tmp_path / "missing.flac"
+    result = run_cli("detect", CORRUPT, str(empty), DRONE, str(truncated), str(missing))
+    assert_user_error(result, f"{CORRUPT}: not a readable audio file", f"{empty}: holds no audio",
+                      f"{truncated}: truncated", f"{missing}: no such file")
+    assert len(result.stderr.splitlines()) == 4
+    assert [e["file"] for e in events(result.stdout)] == [DRONE]
+
+
+def test_bad_threshold_is_refused() -> None:
+    result = run_cli("detect", "--threshold", "1.5", DRONE)
+    assert result.returncode == 2 and "threshold must be in (0, 1), got 1.5" in result.stderr
+
+
+def test_a_high_threshold_silences_the_detector() -> None:
+    result = run_cli("detect", "--threshold", "0.9999999", NIGHT)
+    assert result.returncode == 0 and result.stdout == ""
+
+
+def test_bad_config_key_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("decision:\n  close_window: 3\n")
+    result = run_cli("detect", "--config", str(config), DRONE)
+    assert_user_error(result, f"{config}: Object contains unknown field `close_window`")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
+def test_config_model_path_is_relative_to_the_config(tmp_path: Path, model_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(model_path.read_bytes())
+    config = tmp_path / "nightear.yaml"
+    config.write_text("model:\n  path: m.onnx\n")
+    result = run_cli("detect", "--config", str(config), DRONE)
+    assert result.returncode == 0 and len(events(result.stdout)) == 1
+
+
+def test_mismatched_model_is_refused(tmp_path: Path, model_path: Path) -> None:
+    from tests.test_classifier import edited_copy
+
+    other = edited_copy(model_path, tmp_path / "other.onnx", n_mels="40")
+    result = run_cli("detect", "--model", str(other), DRONE)
+    assert_user_error(result, "n_mels=40 (front-end has 64)")
+
+
+def test_info_prints_the_model_contract() -> None:
+    result = run_cli("info")
+    assert result.returncode == 0
+    info = json.loads(result.stdout)
+    assert info["model_name"] == "nightear-drone" and info["n_mels"] == "64"
+    assert len(info["sha256"]) == 64 and "mel_basis" not in info

@@ -1,0 +1,58 @@
+"""Smoothing and hysteresis turn window scores into one event per drone pass."""
+
+from __future__ import annotations
+
+from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore
+
+HOP_S, WINDOW_S = 0.25, 0.8
+
+
+def run(probs: list[float], **config: int) -> list[EventChange]:
+    tracker = EventTracker(DecisionConfig(smooth_windows=config.pop("smooth_windows", 1), **config),
+                           threshold=0.5)
+    changes: list[EventChange] = []
+    for i, p in enumerate(probs):
+        changes += tracker.push(WindowScore(i * HOP_S, i * HOP_S + WINDOW_S, p))
+    return changes + tracker.flush()
+
+
+def test_a_single_loud_window_raises_no_event() -> None:
+    assert run([0.1, 0.9, 0.1, 0.1, 0.95, 0.2], open_windows=2) == []
+
+
+def test_event_opens_after_k_windows_and_reports_its_start() -> None:
+    changes = run([0.1, 0.8, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1], open_windows=2, close_windows=4)
+    assert [c.kind for c in changes] == ["open", "close"]
+    opened, closed = changes[0].event, changes[1].event
+    assert opened.start_s == 1 * HOP_S and opened.windows == 2  # alert as soon as k windows agree
+    assert closed.start_s == 1 * HOP_S
+    assert closed.end_s == 3 * HOP_S + WINDOW_S  # end of the last window over the threshold
+    assert closed.peak_confidence == 0.9
+    assert abs(closed.mean_confidence - (0.8 + 0.9 + 0.9) / 3) < 1e-9
+
+
+def test_short_dips_inside_a_pass_keep_one_event() -> None:
+    probs = [0.9, 0.9, 0.2, 0.3, 0.9, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1]
+    closes = [c for c in run(probs, open_windows=2, close_windows=3) if c.kind == "close"]
+    assert len(closes) == 1
+    assert closes[0].event.end_s == 7 * HOP_S + WINDOW_S
+
+
+def test_m_quiet_windows_close_and_a_new_pass_opens_a_new_event() -> None:
+    probs = [0.9, 0.9, 0.1, 0.1, 0.9, 0.9]
+    closes = [c.event for c in run(probs, open_windows=2, close_windows=2) if c.kind == "close"]
+    assert [(e.start_s, e.windows) for e in closes] == [(0.0, 2), (4 * HOP_S, 2)]
+
+
+def test_event_still_open_at_end_of_stream_is_closed_by_flush() -> None:
+    changes = run([0.2, 0.9, 0.9, 0.9], open_windows=2, close_windows=10)
+    assert [c.kind for c in changes] == ["open", "close"]
+    assert changes[-1].event.end_s == 3 * HOP_S + WINDOW_S
+
+
+def test_smoothing_ignores_an_isolated_spike_but_follows_a_sustained_rise() -> None:
+    assert run([0.1, 0.85, 0.1, 0.1], smooth_windows=2, open_windows=1) == []
+    changes = run([0.1, 0.7, 0.7, 0.7, 0.1, 0.1, 0.1, 0.1], smooth_windows=2, open_windows=1,
+                  close_windows=2)
+    assert [c.kind for c in changes] == ["open", "close"]
+    assert changes[0].event.start_s == 2 * HOP_S  # the first window whose smoothed p is over

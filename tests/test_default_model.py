@@ -1,0 +1,51 @@
+"""The shipped default model: small, self-describing, and its published figures reproduce."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nightear.classifier import OnnxClassifier
+
+MAX_MODEL_BYTES = 250 * 1024
+
+
+def metrics_for(model_path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads(model_path.with_name(model_path.stem + ".metrics.json").read_text())
+
+
+def test_model_is_small_and_its_card_matches_its_metadata(model_path: Path) -> None:
+    assert model_path.stat().st_size <= MAX_MODEL_BYTES
+    info = OnnxClassifier(model_path).info
+    metrics = metrics_for(model_path)
+    assert metrics["model"]["bytes"] == model_path.stat().st_size
+    assert abs(metrics["model"]["threshold"] - info.threshold) < 1e-4
+    assert metrics["model"]["training_manifest_sha256"] == info.training_manifest_sha256
+    card = model_path.with_name(model_path.stem + ".card.md").read_text()
+    assert f"{metrics['test']['int8']['roc_auc']}" in card and "non-commercial" in card
+
+
+def test_published_test_metrics_reproduce_from_the_shipped_file(
+    model_path: Path, data_root: Path
+) -> None:
+    pytest.importorskip("sklearn", reason="evaluation needs the 'train' extra")
+    from nightear_training.data import load_clips, manifest_sha256
+    from nightear_training.evaluate import clip_metrics
+    from nightear_training.features import features_for
+    from nightear_training.train import clip_probabilities
+
+    classifier = OnnxClassifier(model_path)
+    clips = load_clips(data_root)
+    assert manifest_sha256(clips) == classifier.info.training_manifest_sha256, (
+        "the shared data or its split changed since the model was built")
+    test = [c for c in clips if c.split == "test"]
+    features = features_for(test, classifier.info.frontend, classifier.mel_basis)
+    probs, _ = clip_probabilities(classifier.score, features, classifier.window_frames)
+    labels = np.array([int(c.is_drone) for c in test])
+    measured = clip_metrics(probs, labels, [c.kind for c in test], classifier.info.threshold)
+    published = metrics_for(model_path)["test"]["int8"]
+    assert measured["confusion"] == published["confusion"]
+    assert abs(measured["roc_auc"] - published["roc_auc"]) < 1e-4

@@ -1,0 +1,73 @@
+"""Training side: the grouped split never leaks a recording, and one tiny build goes the whole
+way (features through the edge front-end, training, ONNX export with metadata, INT8, card)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="training tests need the 'train' extra")
+
+from nightear.classifier import OnnxClassifier  # noqa: E402
+from nightear.frontend import FrontendConfig, librosa_mel_basis, log_mel  # noqa: E402
+from nightear.sources import WavSource  # noqa: E402
+from nightear_training.build import BuildConfig, build  # noqa: E402
+from nightear_training.data import load_clips, manifest_sha256, split_of  # noqa: E402
+from nightear_training.features import clip_features  # noqa: E402
+from nightear_training.train import TrainConfig  # noqa: E402
+
+
+def test_split_keeps_every_recording_on_one_side(data_root: Path) -> None:
+    clips = load_clips(data_root)
+    sides: dict[tuple[str, str], set[str]] = {}
+    for c in clips:
+        if not c.kind.startswith("noise:"):  # long noise recordings are split by position
+            sides.setdefault((c.source, c.group), set()).add(c.split)
+    assert all(len(s) == 1 for s in sides.values())
+    assert {c.split for c in clips} == {"train", "val", "test"}
+    fold5 = [c for c in clips if c.kind.startswith("esc50:") and c.group.startswith("esc50:5-")]
+    assert fold5 and all(c.split == "test" for c in fold5)
+
+
+def test_noise_recordings_split_by_position_keep_neighbours_together() -> None:
+    splits = [split_of("s", "noise:silence", "silence", i / 100) for i in range(100)]
+    assert splits == ["train"] * 70 + ["val"] * 15 + ["test"] * 15
+
+
+def test_split_of_a_group_is_stable() -> None:
+    assert split_of("drone-audio-dataset", "drone:bebop:clean", "B_S2_D1_067", 0.0) == split_of(
+        "drone-audio-dataset", "drone:bebop:clean", "B_S2_D1_067", 0.9)
+
+
+def test_training_features_are_the_daemons_features(data_root: Path) -> None:
+    clip = next(c for c in load_clips(data_root) if c.is_drone)
+    config = FrontendConfig()
+    basis = librosa_mel_basis(config)
+    daemon = log_mel(WavSource(clip.path, config.sample_rate).read_all(), config, basis)
+    assert np.array_equal(clip_features(clip, config, basis), daemon)
+
+
+def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path) -> None:
+    config = BuildConfig(out_dir=tmp_path / "models", work_dir=tmp_path / "work",
+                         data_root=data_root, max_clips_per_split=40,
+                         train=TrainConfig(epochs=2))
+    lines: list[str] = []
+    metrics = build(config, log=lines.append)
+    assert any("val AUC" in line for line in lines)  # progress per epoch
+    model = tmp_path / "models" / "nightear-drone.onnx"
+    classifier = OnnxClassifier(model)  # loads: metadata matches the front-end
+    info = classifier.info
+    assert info.name == "nightear-drone" and info.window_frames == 48
+    assert 0.0 < info.threshold < 1.0
+    clips = load_clips(data_root)
+    assert info.training_manifest_sha256 != manifest_sha256(clips)  # a tiny subset, not all
+    assert info.training_manifest_sha256 == metrics["model"]["training_manifest_sha256"]
+    ops = {n.op_type for n in __import__("onnx").load(str(model)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ INT8
+    saved = json.loads((tmp_path / "models" / "nightear-drone.metrics.json").read_text())
+    assert saved["test"]["int8"]["clips"] == metrics["test"]["int8"]["clips"] > 0
+    card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
+    assert "non-commercial" in card and str(saved["test"]["int8"]["roc_auc"]) in card

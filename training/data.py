@@ -1,0 +1,138 @@
+"""Data sets as manifests, and the grouped split that keeps each recording on one side.
+
+A random split over 1-s clips leaks: five clips cut from one recording sit in train and test
+and the test score measures memory, not hearing. Here every clip's split follows from its
+recording alone (rules in `split_of`), so the split is stable when data is added.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_ENV = "NIGHTEAR_DATA"
+SPLITS = ("train", "val", "test")
+SPLIT_SALT = "nightear-split-v1"
+ESC50_FOLD_SPLIT = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "test"}
+TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # by group hash / by position; the rest is test
+DRONE_AUDIO_DATASET = "drone-audio-dataset"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One manifest row, with the split it belongs to."""
+
+    path: Path
+    relpath: str  # path inside its data set, as the manifest gives it
+    label: str
+    kind: str
+    group: str
+    source: str
+    sha256: str
+    split: str
+
+    @property
+    def is_drone(self) -> bool:
+        return self.label == "drone"
+
+
+def data_root() -> Path:
+    """Where the shared recordings are: $NIGHTEAR_DATA, else ../shared/data beside the repo."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    repo = Path(__file__).resolve().parent.parent
+    for candidate in (repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return repo.parent / "shared" / "data"
+
+
+def _hash_fraction(text: str) -> float:
+    digest = hashlib.sha256(f"{SPLIT_SALT}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _split_by_fraction(fraction: float) -> str:
+    if fraction < TRAIN_FRACTION:
+        return "train"
+    return "val" if fraction < TRAIN_FRACTION + VAL_FRACTION else "test"
+
+
+def split_of(source: str, kind: str, group: str, position: float) -> str:
+    """The split of a clip, from its recording only.
+
+    - ESC-50 clips: by the data set's own fold (1-3 train, 4 val, 5 test).
+    - `noise:*` clips (a few long recordings cut into pieces): by position inside the
+      recording (first 70% train, next 15% val, last 15% test), so neighbours stay together.
+    - everything else: by a hash of the source and group (a recording session or chunk).
+    """
+    if kind.startswith("esc50:"):
+        fold = group.removeprefix("esc50:").split("-", 1)[0]
+        return ESC50_FOLD_SPLIT[fold]
+    if kind.startswith("noise:"):
+        return _split_by_fraction(position)
+    return _split_by_fraction(_hash_fraction(f"{source}/{group}"))
+
+
+def load_manifest(source_dir: Path) -> list[Clip]:
+    """Read `<source_dir>/manifest.csv` into clips with their split."""
+    manifest = source_dir / "manifest.csv"
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    per_group: dict[str, list[str]] = {}
+    for row in rows:
+        per_group.setdefault(row["group"], []).append(row["path"])
+    for paths in per_group.values():
+        paths.sort()
+    clips = []
+    for row in rows:
+        members = per_group[row["group"]]
+        position = members.index(row["path"]) / len(members)
+        clips.append(Clip(
+            path=source_dir / row["path"], relpath=row["path"], label=row["label"], kind=row["kind"],
+            group=row["group"], source=source_dir.name, sha256=row["sha256"],
+            split=split_of(source_dir.name, row["kind"], row["group"], position),
+        ))
+    return clips
+
+
+def load_clips(root: Path | None = None, sources: tuple[str, ...] = (DRONE_AUDIO_DATASET,)) -> list[Clip]:
+    """All clips of the named data sets under `root` (default `data_root()`)."""
+    root = root or data_root()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no data at {root}: set {DATA_ENV} to the folder that holds {', '.join(sources)}"
+        )
+    clips: list[Clip] = []
+    for name in sources:
+        clips.extend(load_manifest(root / name))
+    return clips
+
+
+def split_manifest_text(clips: list[Clip]) -> str:
+    """A canonical text of the split (one sorted line per clip): what the model's hash covers."""
+    lines = sorted(f"{c.source}/{c.relpath},{c.label},{c.kind},{c.group},{c.split},{c.sha256}"
+                   for c in clips)
+    return "\n".join(lines) + "\n"
+
+
+def manifest_sha256(clips: list[Clip]) -> str:
+    return hashlib.sha256(split_manifest_text(clips).encode()).hexdigest()
+
+
+def split_summary(clips: list[Clip]) -> dict[str, dict[str, object]]:
+    """Per split: clip counts by label, group count and the sha256 of that split's lines."""
+    summary: dict[str, dict[str, object]] = {}
+    for split in SPLITS:
+        members = [c for c in clips if c.split == split]
+        summary[split] = {
+            "clips": len(members),
+            "by_label": dict(sorted(Counter(c.label for c in members).items())),
+            "groups": len({(c.source, c.group) for c in members}),
+            "sha256": manifest_sha256(members),
+        }
+    return summary
