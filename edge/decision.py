@@ -35,8 +35,8 @@ class WindowScore:
 
 @dataclass(frozen=True)
 class DroneEvent:
-    """One drone pass: from the first window of the run that opened it to the last window
-    over the threshold. Confidences are raw window probabilities over that span."""
+    """One drone pass: from the first to the last window whose own probability is over the
+    threshold. Confidences are raw window probabilities over that span."""
 
     start_s: float
     end_s: float
@@ -55,11 +55,15 @@ class EventChange:
 
 @dataclass
 class _OpenEvent:
+    """Windows since the event opened; its extent runs over raw (unsmoothed) probabilities, so
+    smoothing delays the decision but never stretches the event past the drone."""
+
+    threshold: float
     windows: list[WindowScore] = field(default_factory=list)
-    last_over: int = 0  # index into windows of the last window over the threshold
 
     def snapshot(self) -> DroneEvent:
-        span = self.windows[: self.last_over + 1]
+        over = [i for i, w in enumerate(self.windows) if w.p >= self.threshold]
+        span = self.windows[over[0] : over[-1] + 1] if over else self.windows
         probs = [w.p for w in span]
         return DroneEvent(
             start_s=span[0].start_s, end_s=span[-1].end_s, peak_confidence=max(probs),
@@ -89,7 +93,6 @@ class EventTracker:
             return self._push_closed(score, over)
         self._open.windows.append(score)
         if over:
-            self._open.last_over = len(self._open.windows) - 1
             self._under = 0
             return []
         self._under += 1
@@ -104,7 +107,7 @@ class EventTracker:
         self._run.append(score)
         if len(self._run) < self.config.open_windows:
             return []
-        self._open = _OpenEvent(windows=list(self._run), last_over=len(self._run) - 1)
+        self._open = _OpenEvent(self.threshold, windows=list(self._run))
         self._run.clear()
         self._under = 0
         return [EventChange("open", self._open.snapshot())]

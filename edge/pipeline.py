@@ -78,7 +78,7 @@ class Detector:
         probs = self.classifier.score(windows)
         scores: list[WindowScore] = []
         changes: list[EventChange] = []
-        for start, p in zip(starts, probs):
+        for start, p in zip(starts, probs, strict=True):
             start_s = start * self._frame_seconds
             score = WindowScore(start_s, start_s + self._window_seconds, float(p))
             scores.append(score)

@@ -51,3 +51,8 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read config"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_example_config_is_valid_and_documents_the_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "config.example.yaml"
+    assert load_settings(example) == Settings()

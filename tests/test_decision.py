@@ -56,3 +56,11 @@ def test_smoothing_ignores_an_isolated_spike_but_follows_a_sustained_rise() -> N
                   close_windows=2)
     assert [c.kind for c in changes] == ["open", "close"]
     assert changes[0].event.start_s == 2 * HOP_S  # the first window whose smoothed p is over
+
+
+def test_smoothing_delays_the_alert_but_never_stretches_the_event() -> None:
+    changes = run([0.1, 0.9, 0.9, 0.9, 0.3, 0.1, 0.1, 0.1, 0.1], smooth_windows=2, open_windows=2,
+                  close_windows=3)
+    closed = changes[-1].event
+    assert closed.start_s == 1 * HOP_S  # the first window that heard the drone
+    assert closed.end_s == 3 * HOP_S + WINDOW_S  # window 4 is over only once smoothed

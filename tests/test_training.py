@@ -71,3 +71,12 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert saved["test"]["int8"]["clips"] == metrics["test"]["int8"]["clips"] > 0
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
     assert "non-commercial" in card and str(saved["test"]["int8"]["roc_auc"]) in card
+
+
+def test_threshold_makes_fewest_errors_and_prefers_fewer_false_alarms() -> None:
+    from nightear_training.evaluate import accuracy_threshold
+
+    labels = np.array([0, 0, 0, 1, 1])
+    assert 0.3 < accuracy_threshold(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels) < 0.8
+    # one error either way (a loud negative at 0.6 or a quiet positive at 0.3): take the higher
+    assert 0.6 < accuracy_threshold(np.array([0.1, 0.6, 0.3, 0.8, 0.9]), np.array([0, 0, 1, 1, 1])) < 0.8

@@ -1,11 +1,13 @@
-"""`python -m nightear_training build-default | split`: rebuild the shipped model, or show the split."""
+"""`python -m nightear_training build-default | split`: rebuild the shipped model, show the split."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from nightear.errors import NightearError
 from nightear_training.build import BuildConfig, build
 from nightear_training.data import load_clips, split_summary
 from nightear_training.train import TrainConfig
@@ -24,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, NightearError) as exc:
+        print(f"nightear_training: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data)), indent=2))
         return 0

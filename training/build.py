@@ -17,7 +17,7 @@ from nightear.classifier import OnnxClassifier
 from nightear.frontend import FrontendConfig, librosa_mel_basis
 from nightear_training import card
 from nightear_training.data import Clip, load_clips, manifest_sha256, split_summary
-from nightear_training.evaluate import clip_metrics, misclassified, youden_threshold
+from nightear_training.evaluate import accuracy_threshold, clip_metrics, misclassified
 from nightear_training.export import export_onnx, model_metadata
 from nightear_training.features import features_for
 from nightear_training.quantize import agreement, quantize_int8
@@ -81,7 +81,7 @@ def build(config: BuildConfig = BuildConfig(), log=print) -> dict[str, object]:
     def part(split: str) -> tuple[list[np.ndarray], np.ndarray]:
         return [features[i] for i in by_split[split]], labels[by_split[split]]
 
-    (tr_f, tr_y), (va_f, va_y), (te_f, te_y) = part("train"), part("val"), part("test")
+    (tr_f, tr_y), (va_f, va_y), (te_f, _) = part("train"), part("val"), part("test")
     log(f"split: train {len(tr_f)}, val {len(va_f)}, test {len(te_f)} clips; "
         f"features in {time.perf_counter() - started:.0f} s")
     train_started = time.perf_counter()
@@ -89,7 +89,7 @@ def build(config: BuildConfig = BuildConfig(), log=print) -> dict[str, object]:
     train_seconds = time.perf_counter() - train_started
 
     val_probs, _ = clip_probabilities(torch_scorer(model), va_f, config.train.window_frames)
-    threshold = youden_threshold(val_probs, va_y)
+    threshold = accuracy_threshold(val_probs, va_y)
     log(f"decision threshold {threshold:.3f} (chosen on the validation split)")
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def _evaluate(fp32_path: Path, int8_path: Path, clips: list[Clip], by_split: dic
             probs, per_clip = clip_probabilities(OnnxClassifier(path).score, feats, window)
             per_model[tag] = clip_metrics(probs, y, kinds, threshold)
             window_probs[tag], clip_probs[tag] = np.concatenate(per_clip), probs
-        window_labels = np.concatenate([np.full(len(p), yy) for p, yy in zip(per_clip, y)])
+        window_labels = np.concatenate([np.full(len(p), yy) for p, yy in zip(per_clip, y, strict=True)])
         agree = agreement(window_probs["fp32"], window_probs["int8"], window_labels, threshold)
         per_model["int8_vs_fp32_windows"] = {**asdict(agree), "auc_drop": round(agree.auc_drop, 5),
                                              "ok": agree.ok}

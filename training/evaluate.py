@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 
 def clip_metrics(
@@ -43,17 +43,24 @@ def clip_metrics(
     }
 
 
-def youden_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The threshold that maximises recall minus false-positive rate (balanced accuracy)."""
-    fpr, tpr, thresholds = roc_curve(labels, probs)
-    best = int(np.argmax(tpr - fpr))
-    return float(np.clip(thresholds[best], 0.05, 0.95))
+def accuracy_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold with the fewest clip errors (ties: the highest, fewer false alarms),
+    half-way between the two scores it separates."""
+    order = np.argsort(probs)
+    p, y = probs[order], labels[order].astype(bool)
+    # errors when thresholding just above p[i]: positives at or below i + negatives above i
+    errors = np.cumsum(y) + (~y).sum() - np.cumsum(~y)
+    candidates = np.concatenate(([(~y).sum()], errors))  # index 0: threshold below everything
+    best = len(candidates) - 1 - int(np.argmin(candidates[::-1]))
+    low = p[best - 1] if best > 0 else 0.0
+    high = p[best] if best < len(p) else 1.0
+    return float(np.clip((low + high) / 2, 0.05, 0.95))
 
 
 def misclassified(
     probs: np.ndarray, labels: np.ndarray, names: Sequence[str], threshold: float, limit: int = 20
 ) -> list[tuple[str, float]]:
     """The clips furthest on the wrong side of the threshold: where to listen first."""
-    wrong = [(abs(p - threshold), n, float(p)) for p, y, n in zip(probs, labels, names)
+    wrong = [(abs(p - threshold), n, float(p)) for p, y, n in zip(probs, labels, names, strict=True)
              if (p >= threshold) != bool(y)]
     return [(n, round(p, 4)) for _, n, p in sorted(wrong, reverse=True)[:limit]]

@@ -17,7 +17,7 @@ from nightear.frontend import FEATURE_VERSION, FrontendConfig, MelBasis
 
 LABELS = ("background", "drone")
 INPUT_NAME, OUTPUT_NAME = "logmel", "p_drone"
-OPSET = 17
+OPSET = 18
 
 
 def model_metadata(
@@ -55,8 +55,8 @@ def export_onnx(model: torch.nn.Module, path: Path, n_mels: int, window_frames: 
     dummy = torch.zeros(1, 1, n_mels, window_frames)
     torch.onnx.export(
         model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        opset_version=OPSET, dynamo=False,
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
+        dynamo=True, external_data=False, verbose=False,
     )
     onnx.checker.check_model(str(path))
     set_metadata(path, metadata)

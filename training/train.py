@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from nightear_training.features import WINDOW_FRAMES, clip_windows
-from nightear_training.model import DroneCNN
+from nightear_training.model import CHANNELS, DroneCNN
 
 EVAL_HOP_FRAMES = 16  # windows every 0.256 s, as the daemon scores them
 
@@ -24,8 +24,8 @@ EVAL_HOP_FRAMES = 16  # windows every 0.256 s, as the daemon scores them
 class TrainConfig:
     """Knobs an ML engineer turns; defaults build the shipped model."""
 
-    epochs: int = 40
-    patience: int = 15  # epochs without a better validation AUC before stopping
+    epochs: int = 60
+    patience: int = 20  # epochs without a better validation AUC before stopping
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -35,6 +35,7 @@ class TrainConfig:
     mix_probability: float = 0.5  # share of windows mixed with a random background window
     mix_db: tuple[float, float] = (-25.0, 5.0)  # background level change before mixing, dB
     window_frames: int = WINDOW_FRAMES
+    channels: tuple[int, ...] = CHANNELS  # conv channels per block
     seed: int = 0
     threads: int = 2
 
@@ -117,7 +118,8 @@ def train(
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     sample = np.concatenate([f.ravel() for f in train_features[:: max(1, len(train_features) // 500)]])
-    model = DroneCNN(train_features[0].shape[0], float(sample.mean()), float(sample.std()))
+    model = DroneCNN(train_features[0].shape[0], float(sample.mean()), float(sample.std()),
+                     channels=config.channels)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
