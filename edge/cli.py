@@ -1,4 +1,5 @@
-"""The `nightear` command line: detect drones in recordings, describe a model.
+"""The `nightear` command line: detect drones in recordings, listen live, list devices, describe
+a model.
 
 User errors (a bad file, config or model) print one line `nightear: error: ...` on stderr
 and exit with status 2, never a traceback.
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -20,7 +24,7 @@ from nightear import __version__
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
-from nightear.errors import NightearError
+from nightear.errors import ConfigError, NightearError
 from nightear.pipeline import Detector
 from nightear.sources import WavSource
 
@@ -48,6 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--scores", action="store_true",
                         help="print one JSON line per scored window instead of events")
 
+    listen = sub.add_parser("listen", help="listen to the microphone and print events live")
+    listen.add_argument("--config", help="YAML config file (audio device, model, decision)")
+    listen.add_argument("--model", help="ONNX model file (default: config, else the shipped model)")
+    listen.add_argument("--scores", action="store_true", help="print every scored window instead")
+    listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
+
+    sub.add_parser("devices", help="list capture devices")
+
+    bench = sub.add_parser("bench", help="CPU per stage, real-time factor, memory, start-up")
+    bench.add_argument("--model", help="ONNX model file (default: the shipped model)")
+    bench.add_argument("--config", help="YAML config file")
+    bench.add_argument("--audio", help="a recording to use (default: noise with a rotor hum)")
+    bench.add_argument("--seconds", type=float, default=120.0, help="seconds of 4-channel audio")
+
+    check = sub.add_parser("check", help="validate config, model and audio device, then exit")
+    check.add_argument("--config", help="YAML config file")
+    check.add_argument("--model", help="ONNX model file (default: config, else the shipped model)")
+
+    events = sub.add_parser("events", help="list the events in the store")
+    events.add_argument("--config", help="YAML config file (its store.path)")
+    events.add_argument("--db", help="the SQLite event store (overrides the config)")
+    events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
     info.add_argument("--config", help="YAML config file")
@@ -59,12 +87,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "detect":
             return _detect(args)
+        if args.command == "listen":
+            return _listen(args)
+        if args.command == "devices":
+            return _devices()
+        if args.command == "events":
+            return _events(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "bench":
+            return _bench(args)
         return _info(args)
     except NightearError as exc:
         _error(str(exc))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _error(message: str) -> None:
@@ -87,6 +128,78 @@ def _info(args: argparse.Namespace) -> int:
     meta = {k: v for k, v in classifier.info.metadata.items() if k != "mel_basis"}
     meta.update(path=str(classifier.path), sha256=classifier.info.sha256)
     print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from nightear.daemon import Listener
+
+    settings, classifier = _load(args)
+    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration)
+    listener.install_signal_handlers()
+    listener.run()
+    return 0
+
+
+def _since(text: str) -> datetime:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since wants an ISO time or 30m/12h/2d, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _events(args: argparse.Namespace) -> int:
+    from nightear.sinks.store import EventStore
+
+    path = args.db or load_settings(args.config).store.path
+    if not path:
+        raise ConfigError("no event store: give --db FILE or a config with store.path")
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such event store")
+    store = EventStore(path)
+    for event in store.since(args.since):
+        if args.json:
+            _emit(asdict(event))
+        else:
+            print(f"{event.start}  {event.end}  {event.state:6s}  peak {event.peak_confidence:.2f}  "
+                  f"mean {event.mean_confidence:.2f}  {event.node}  {event.id}")
+    store.close()
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nightear import bench
+
+    _, classifier = _load(args)
+    audio = bench.test_audio(classifier.info.frontend.sample_rate, args.seconds,
+                             Path(args.audio) if args.audio else None)
+    print(json.dumps(bench.run(classifier, audio), indent=2))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nightear.sources import MicSource
+
+    settings, classifier = _load(args)
+    print(f"config: ok ({args.config or 'defaults'})")
+    info = classifier.info
+    print(f"model: ok ({classifier.path}, {info.name} {info.version}, threshold {info.threshold})")
+    mic = MicSource(settings.audio, info.frontend.sample_rate)
+    mic.check()
+    print(f"audio device: ok ({mic.device_info['name']!r}, {settings.audio.channels} ch, "
+          f"{settings.audio.sample_rate} Hz)")
+    return 0
+
+
+def _devices() -> int:
+    from nightear.sources import list_devices
+
+    for device in list_devices():
+        print(json.dumps(device))
     return 0
 
 

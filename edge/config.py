@@ -15,6 +15,8 @@ from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
 from nightear.frontend import FrontendConfig
 from nightear.pipeline import DEFAULT_HOP_SECONDS
+from nightear.sinks.clips import ClipSettings
+from nightear.sources import AudioSettings
 
 
 class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -25,12 +27,31 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hop_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=5.0)] = DEFAULT_HOP_SECONDS
 
 
+class StoreSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The durable event store."""
+
+    path: str | None = None  # SQLite file; None: events go to stdout only
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Counters in Prometheus text format for node_exporter's textfile collector."""
+
+    path: str | None = None  # e.g. /var/lib/node_exporter/textfile_collector/nightear.prom
+    interval_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 15.0
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything nightear reads from its YAML file."""
+
+    node: str = ""  # this unit's name in events; empty: the host name
 
     model: ModelSettings = ModelSettings()
     frontend: FrontendConfig = FrontendConfig()
     decision: DecisionConfig = DecisionConfig()
+    audio: AudioSettings = AudioSettings()
+    store: StoreSettings = StoreSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    clips: ClipSettings = ClipSettings()
 
 
 def load_settings(path: str | Path | None) -> Settings:

@@ -19,7 +19,7 @@ class DecisionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Smoothing and hysteresis; `threshold` None means the model's own threshold."""
 
     threshold: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] | None = None
-    smooth_windows: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
+    smooth_windows: Annotated[int, msgspec.Meta(ge=1, le=50)] = 1
     open_windows: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
     close_windows: Annotated[int, msgspec.Meta(ge=1, le=200)] = 4
 

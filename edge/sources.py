@@ -8,9 +8,12 @@ with soxr, so every later stage sees one format.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import soundfile as sf
 import soxr
@@ -94,3 +97,128 @@ def _reason(exc: Exception) -> str:
     """libsndfile's message without the file name it repeats."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return re.sub(r"^Error opening '.*?': ", "", text)
+
+
+class AudioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The capture device, as the daemon opens it."""
+
+    device: str | int | None = None  # name (or part of it) or index; None: the system default
+    channels: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)] = 16000  # the device's rate
+    block_seconds: Annotated[float, msgspec.Meta(ge=0.01, le=1.0)] = 0.1  # PortAudio callback size
+    buffer_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 10.0  # ring buffer length
+
+
+def _portaudio() -> Any:
+    """sounddevice, imported only where a microphone is used (it needs libportaudio2)."""
+    try:
+        import sounddevice
+    except OSError as exc:
+        raise AudioError(f"PortAudio is missing ({exc}); install it: apt-get install libportaudio2"
+                         ) from None
+    return sounddevice
+
+
+def list_devices() -> list[dict[str, object]]:
+    """Capture devices PortAudio sees: index, name, input channels, default rate."""
+    sd = _portaudio()
+    return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
+             "default_sample_rate": d["default_samplerate"]}
+            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+
+
+class RingBuffer:
+    """Preallocated single-producer single-consumer ring of (frames, channels) int16.
+
+    The audio callback writes, the pipeline thread reads; neither waits for the other. When
+    the reader falls behind by the whole ring, new audio is dropped and counted, never queued.
+    """
+
+    def __init__(self, frames: int, channels: int):
+        self._data = np.zeros((frames, channels), dtype=np.int16)
+        self._written = 0  # total frames ever written; only the writer changes it
+        self._read = 0  # total frames ever read; only the reader changes it
+        self.dropped_frames = 0
+        self.ready = threading.Event()
+
+    def write(self, block: np.ndarray) -> None:
+        n, size = len(block), len(self._data)
+        if n > size - (self._written - self._read):
+            self.dropped_frames += n
+            return
+        start = self._written % size
+        first = min(n, size - start)
+        self._data[start : start + first] = block[:first]
+        self._data[: n - first] = block[first:]
+        self._written += n
+        self.ready.set()
+
+    def read(self) -> np.ndarray:
+        """Everything written since the last read, as a copy."""
+        self.ready.clear()
+        written, size = self._written, len(self._data)
+        n, start = written - self._read, self._read % size
+        first = min(n, size - start)
+        out = np.concatenate((self._data[start : start + first], self._data[: n - first]))
+        self._read = written
+        return out
+
+
+class MicSource:
+    """A capture device as mono float32 blocks at `sample_rate`.
+
+    PortAudio's callback only copies into the ring buffer; mixing down, resampling and
+    everything after run on the caller's thread. Input overflows (PortAudio could not keep up)
+    and dropped frames (the pipeline could not) are counted, never fatal.
+    """
+
+    def __init__(self, settings: AudioSettings, sample_rate: int):
+        self.settings, self.sample_rate = settings, sample_rate
+        self.sd = _portaudio()
+        try:
+            self.device_info = self.sd.query_devices(settings.device, "input")
+        except (ValueError, self.sd.PortAudioError) as exc:
+            name = "default" if settings.device is None else repr(settings.device)
+            raise AudioError(f"audio device {name}: {exc}; `nightear devices` lists the capture "
+                             "devices") from None
+        if settings.channels > self.device_info["max_input_channels"]:
+            raise AudioError(f"audio device {self.device_info['name']!r} has "
+                             f"{self.device_info['max_input_channels']} input channels, config asks "
+                             f"for {settings.channels}")
+        frames = int(settings.buffer_seconds * settings.sample_rate)
+        self.ring = RingBuffer(frames, settings.channels)
+        self.overflows = 0
+
+    def check(self) -> None:
+        """Ask PortAudio whether the device takes these settings, without opening it."""
+        s = self.settings
+        try:
+            self.sd.check_input_settings(device=s.device, channels=s.channels, dtype="int16",
+                                         samplerate=s.sample_rate)
+        except (ValueError, self.sd.PortAudioError) as exc:
+            raise AudioError(f"audio device {self.device_info['name']!r} refuses {s.channels} ch "
+                             f"at {s.sample_rate} Hz: {exc}") from None
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        self.ring.write(indata)
+
+    def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        """Yield mono float32 blocks until `stop` is set; AudioError if the device fails."""
+        s = self.settings
+        resampler = None
+        if s.sample_rate != self.sample_rate:
+            resampler = soxr.ResampleStream(s.sample_rate, self.sample_rate, 1, dtype="float32")
+        try:
+            with self.sd.InputStream(device=s.device, channels=s.channels, samplerate=s.sample_rate,
+                                     dtype="int16", blocksize=int(s.block_seconds * s.sample_rate),
+                                     callback=self._callback):
+                while not stop.is_set():
+                    self.ring.ready.wait(timeout=1.0)
+                    raw = self.ring.read()
+                    if len(raw):
+                        mono = raw.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
+                        yield resampler.resample_chunk(mono) if resampler else mono
+        except self.sd.PortAudioError as exc:
+            raise AudioError(f"audio device {self.device_info['name']!r} failed: {exc}") from None

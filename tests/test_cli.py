@@ -66,8 +66,9 @@ def test_rate_and_channels_do_not_change_the_verdict(tmp_path: Path) -> None:
 
 def test_example_in_readme_finds_the_drone_pass() -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "drone-pass.flac"
-    (event,) = events(run_cli("detect", str(example)).stdout)
-    assert 4.5 < float(event["start_s"]) < 7.0 and 10.0 < float(event["end_s"]) < 12.5
+    found = events(run_cli("detect", str(example)).stdout)
+    assert len(found) == 1  # one pass, one event, nothing in the 12 s of ambience around it
+    assert 6.0 - 0.82 < float(found[0]["start_s"]) and float(found[0]["end_s"]) < 11.1 + 0.82
 
 
 def test_scores_prints_one_line_per_window() -> None:
@@ -80,8 +81,9 @@ def test_scores_prints_one_line_per_window() -> None:
     # 5 s of audio, 0.816-s windows every 0.256 s
     assert len(drone) == int((sf.info(DRONE).frames - 13056) / 4096) + 1
     assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.256, atol=1e-3)
-    assert np.median([float(x["p"]) for x in drone]) > 0.9
-    assert np.median([float(x["p"]) for x in night]) < 0.1
+    threshold = float(json.loads(run_cli("info").stdout)["threshold"])
+    assert np.median([float(x["p"]) for x in drone]) >= threshold  # the drone raises the alarm
+    assert max(float(x["p"]) for x in night) < threshold  # the night never does
 
 
 def test_bad_files_are_reported_and_the_good_ones_still_processed(tmp_path: Path) -> None:
@@ -138,3 +140,13 @@ def test_info_prints_the_model_contract() -> None:
     info = json.loads(result.stdout)
     assert info["model_name"] == "nightear-drone" and info["n_mels"] == "64"
     assert len(info["sha256"]) == 64 and "mel_basis" not in info
+
+
+def test_bench_reports_every_stage_and_the_baseline() -> None:
+    result = run_cli("bench", "--seconds", "5")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert set(figures["cpu_ms_per_audio_second"]) == {"mixdown", "frontend", "classifier", "decision"}
+    assert figures["pipeline_real_time_factor"] > 1 and figures["channels"] == 4
+    assert figures["startup_to_first_score_s"] > 0 and figures["peak_rss_mb_pipeline"] > 0
+    assert set(figures["baseline"]["cpu_ms_per_audio_second"]) == {"librosa_melspectrogram", "model"}

@@ -26,6 +26,8 @@ def test_model_is_small_and_its_card_matches_its_metadata(model_path: Path) -> N
     assert metrics["model"]["training_manifest_sha256"] == info.training_manifest_sha256
     card = model_path.with_name(model_path.stem + ".card.md").read_text()
     assert f"{metrics['test']['int8']['roc_auc']}" in card and "non-commercial" in card
+    report = model_path.with_name(model_path.stem + ".report.md")
+    assert report.is_file() and "![" in report.read_text()
 
 
 def test_published_test_metrics_reproduce_from_the_shipped_file(
@@ -33,19 +35,22 @@ def test_published_test_metrics_reproduce_from_the_shipped_file(
 ) -> None:
     pytest.importorskip("sklearn", reason="evaluation needs the 'train' extra")
     from nightear_training.data import load_clips, manifest_sha256
-    from nightear_training.evaluate import clip_metrics
-    from nightear_training.features import features_for
-    from nightear_training.train import clip_probabilities
+    from nightear_training.evaluate import audio_window_probs, clip_metrics
+    from nightear_training.features import EVAL_HOP_FRAMES
+    from nightear_training.recipe import load_bank
 
     classifier = OnnxClassifier(model_path)
-    clips = load_clips(data_root)
-    assert manifest_sha256(clips) == classifier.info.training_manifest_sha256, (
+    info = classifier.info
+    clips = load_clips(data_root, tuple(json.loads(info.metadata["training_sources"])))
+    assert manifest_sha256(clips) == info.training_manifest_sha256, (
         "the shared data or its split changed since the model was built")
     test = [c for c in clips if c.split == "test"]
-    features = features_for(test, classifier.info.frontend, classifier.mel_basis)
-    probs, _ = clip_probabilities(classifier.score, features, classifier.window_frames)
+    audio = load_bank(test, info.frontend)
+    probs = np.array([audio_window_probs(classifier.score, audio[c.path], info.frontend,
+                                         classifier.mel_basis, classifier.window_frames,
+                                         EVAL_HOP_FRAMES).mean() for c in test])
     labels = np.array([int(c.is_drone) for c in test])
-    measured = clip_metrics(probs, labels, [c.kind for c in test], classifier.info.threshold)
+    measured = clip_metrics(probs, labels, [c.kind for c in test], info.threshold)
     published = metrics_for(model_path)["test"]["int8"]
     assert measured["confusion"] == published["confusion"]
     assert abs(measured["roc_auc"] - published["roc_auc"]) < 1e-4

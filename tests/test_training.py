@@ -11,23 +11,28 @@ import pytest
 
 pytest.importorskip("torch", reason="training tests need the 'train' extra")
 
+import onnx  # noqa: E402
+
 from nightear.classifier import OnnxClassifier  # noqa: E402
 from nightear.frontend import FrontendConfig, librosa_mel_basis, log_mel  # noqa: E402
 from nightear.sources import WavSource  # noqa: E402
+from nightear_training.augment import AugmentConfig  # noqa: E402
 from nightear_training.build import BuildConfig, build  # noqa: E402
-from nightear_training.data import load_clips, manifest_sha256, split_of  # noqa: E402
+from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips, load_folder, split_of  # noqa: E402
 from nightear_training.features import clip_features  # noqa: E402
+from nightear_training.recipe import Recipe  # noqa: E402
 from nightear_training.train import TrainConfig  # noqa: E402
+from tests.conftest import FIXTURES  # noqa: E402
 
 
 def test_split_keeps_every_recording_on_one_side(data_root: Path) -> None:
-    clips = load_clips(data_root)
+    clips = load_clips(data_root, ALL_SOURCES)
     sides: dict[tuple[str, str], set[str]] = {}
     for c in clips:
-        if not c.kind.startswith("noise:"):  # long noise recordings are split by position
+        if not c.kind.startswith("noise:") and c.split != EXCLUDED:  # noise: split by position
             sides.setdefault((c.source, c.group), set()).add(c.split)
     assert all(len(s) == 1 for s in sides.values())
-    assert {c.split for c in clips} == {"train", "val", "test"}
+    assert {c.split for c in clips} == {"train", "val", "test", EXCLUDED}
     fold5 = [c for c in clips if c.kind.startswith("esc50:") and c.group.startswith("esc50:5-")]
     assert fold5 and all(c.split == "test" for c in fold5)
 
@@ -51,9 +56,11 @@ def test_training_features_are_the_daemons_features(data_root: Path) -> None:
 
 
 def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path) -> None:
+    recipe = Recipe(train=TrainConfig(epochs=2, batches_per_epoch=4),
+                    augment=AugmentConfig(synthetic_bank=8))
     config = BuildConfig(out_dir=tmp_path / "models", work_dir=tmp_path / "work",
-                         data_root=data_root, max_clips_per_split=40,
-                         train=TrainConfig(epochs=2))
+                         data_root=data_root, max_clips_per_split=12, recipe=recipe, folds=2,
+                         fold_epochs=1, leave_one_source_out=True)
     lines: list[str] = []
     metrics = build(config, log=lines.append)
     assert any("val AUC" in line for line in lines)  # progress per epoch
@@ -61,16 +68,43 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     classifier = OnnxClassifier(model)  # loads: metadata matches the front-end
     info = classifier.info
     assert info.name == "nightear-drone" and info.window_frames == 48
-    assert 0.0 < info.threshold < 1.0
-    clips = load_clips(data_root)
-    assert info.training_manifest_sha256 != manifest_sha256(clips)  # a tiny subset, not all
+    assert info.threshold == metrics["model"]["threshold"]
+    assert json.loads(info.metadata["training_sources"]) == list(ALL_SOURCES)
     assert info.training_manifest_sha256 == metrics["model"]["training_manifest_sha256"]
-    ops = {n.op_type for n in __import__("onnx").load(str(model)).graph.node}
+    ops = {n.op_type for n in onnx.load(str(model)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ INT8
     saved = json.loads((tmp_path / "models" / "nightear-drone.metrics.json").read_text())
-    assert saved["test"]["int8"]["clips"] == metrics["test"]["int8"]["clips"] > 0
+    fa = saved["false_alarms"]
+    assert fa["unique_minutes"] > 0 and fa["folds"] == 2
+    assert set(saved["leave_one_source_out"]) <= {"svanstrom-outdoor", "purdue-outdoor"}
+    assert set(saved["field"]["range_m"]) == {"recall_50", "recall_90"}
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
-    assert "non-commercial" in card and str(saved["test"]["int8"]["roc_auc"]) in card
+    assert "non-commercial" in card and "False alarms per hour" in card
+    report = (tmp_path / "models" / "nightear-drone.report.md").read_text()
+    for image in ("roc_pr.png", "false_alarms.png", "recall.png"):
+        assert image in report and (tmp_path / "models" / "nightear-drone.report" / image).stat().st_size
+
+
+def test_outdoor_sources_have_drones_and_background_in_every_split(data_root: Path) -> None:
+    clips = load_clips(data_root, ALL_SOURCES)
+    for source in ("svanstrom-outdoor", "purdue-outdoor"):
+        for split in ("train", "val", "test"):
+            labels = {c.label for c in clips if c.source == source and c.split == split}
+            assert labels == {"drone", "background"}, (source, split, labels)
+    uncertain = [c for c in clips if c.split == EXCLUDED]
+    assert uncertain and all("iris" in c.relpath for c in uncertain)
+
+
+def test_new_field_recordings_load_from_a_folder_with_labels(tmp_path: Path) -> None:
+    for name in ("a.flac", "b.flac", "c.flac"):
+        (tmp_path / name).write_bytes((FIXTURES / "drone_bebop_16k.flac").read_bytes())
+    (tmp_path / "labels.csv").write_text("path,label\na.flac,drone\nb.flac,background\nc.flac,drone\n")
+    clips = load_folder(tmp_path)
+    assert [c.label for c in clips] == ["drone", "background", "drone"]
+    assert {c.source for c in clips} == {tmp_path.name}
+    (tmp_path / "labels.csv").write_text("path,label\na.flac,maybe\n")
+    with pytest.raises(ValueError, match="label drone or background"):
+        load_folder(tmp_path)
 
 
 def test_threshold_makes_fewest_errors_and_prefers_fewer_false_alarms() -> None:

@@ -1,46 +1,66 @@
-"""`python -m nightear_training build-default | split`: rebuild the shipped model, show the split."""
+"""`python -m nightear_training build-default | evaluate | split`: rebuild the shipped model,
+measure a model file, or show the grouped split."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from nightear.errors import NightearError
 from nightear_training.build import BuildConfig, build
-from nightear_training.data import load_clips, split_summary
-from nightear_training.train import TrainConfig
+from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
+from nightear_training.recipe import Recipe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nightear_training")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build-default", help="rebuild the default model into --out")
-    b.add_argument("--out", type=Path, default=Path("models"), help="where the model, card and metrics go")
-    b.add_argument("--work", type=Path, default=Path("runs/build-default"), help="FP32 model and scratch")
+    b = sub.add_parser("build-default", help="rebuild the default model, its card and report into --out")
+    b.add_argument("--out", type=Path, default=Path("models"), help="where model, card, report go")
+    b.add_argument("--work", type=Path, default=Path("runs/build-default"), help="FP32 model, scratch")
     b.add_argument("--data", type=Path, help="data root (default: $NIGHTEAR_DATA or ../shared/data)")
-    b.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    b.add_argument("--seed", type=int, default=TrainConfig.seed)
-    b.add_argument("--max-clips-per-split", type=int, help="tiny build: at most this many clips per split")
+    b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
+    b.add_argument("--epochs", type=int, default=Recipe().train.epochs)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--folds", type=int, default=3, help="k-fold models for false alarms/hour (0: none)")
+    b.add_argument("--fold-epochs", type=int, default=15)
+    b.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out models")
+    b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
+    e = sub.add_parser("evaluate", help="measure a model file on the test split (and a folder)")
+    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--data", type=Path)
+    e.add_argument("--folder", type=Path, help="new recordings: a folder with labels.csv")
+    e.add_argument("--out", type=Path, help="where the report goes (default: beside the model)")
+    e.add_argument("--max-clips-per-split", type=int)
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (FileNotFoundError, NightearError) as exc:
+    except (FileNotFoundError, ValueError, NightearError) as exc:
         print(f"nightear_training: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "split":
-        print(json.dumps(split_summary(load_clips(args.data)), indent=2))
+        print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))
         return 0
-    config = BuildConfig(out_dir=args.out, work_dir=args.work, data_root=args.data,
-                         max_clips_per_split=args.max_clips_per_split,
-                         train=TrainConfig(epochs=args.epochs, seed=args.seed))
-    build(config)
+    extra = tuple(load_folder(args.folder)) if args.folder else ()
+    if args.command == "evaluate":
+        from nightear_training.evaluate import evaluate_file
+
+        evaluate_file(args.model, args.data, extra, args.out, args.max_clips_per_split)
+        return 0
+    recipe = Recipe()
+    recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
+    build(BuildConfig(out_dir=args.out, work_dir=args.work, data_root=args.data, recipe=recipe,
+                      max_clips_per_split=args.max_clips_per_split, folds=args.folds,
+                      fold_epochs=args.fold_epochs, leave_one_source_out=not args.no_loso,
+                      extra_clips=extra))
     return 0
 
 

@@ -1,6 +1,10 @@
-"""One call that rebuilds a model from the shared data: split, features, training, threshold,
-ONNX export, INT8 quantization, FP32-vs-INT8 check, evaluation on the held-out test split,
-metrics JSON and model card. `build_default()` makes the shipped model."""
+"""One call that rebuilds a model from the shared data and measures it the way the field will:
+
+split -> train (field sampler) -> k-fold false alarms per hour -> threshold for the target rate
+-> ONNX with metadata -> INT8 -> INT8-vs-FP32 check -> held-out test split (per source, per
+kind) -> recall against SNR and distance, alert latency -> leave-one-source-out -> metrics
+JSON, model card and report. `build()` with the defaults makes the shipped model.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,37 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from nightear.classifier import OnnxClassifier
-from nightear.frontend import FrontendConfig, librosa_mel_basis
-from nightear_training import card
-from nightear_training.data import Clip, load_clips, manifest_sha256, split_summary
-from nightear_training.evaluate import accuracy_threshold, clip_metrics, misclassified
+from nightear.frontend import librosa_mel_basis
+from nightear_training import card, report
+from nightear_training.data import (
+    ALL_SOURCES,
+    OUTDOOR_SOURCES,
+    Clip,
+    load_clips,
+    manifest_sha256,
+    split_summary,
+)
+from nightear_training.evaluate import accuracy_threshold, evaluate_model, threshold_for_rate
 from nightear_training.export import export_onnx, model_metadata
-from nightear_training.features import features_for
-from nightear_training.quantize import agreement, quantize_int8
-from nightear_training.train import TrainConfig, clip_probabilities, torch_scorer, train
+from nightear_training.quantize import quantize_int8
+from nightear_training.recipe import Recipe, clip_log_mels, load_bank, train_recipe
+from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 CALIBRATION_WINDOWS = 512
+HARD_NEGATIVE_KINDS = (
+    "helicopter", "esc50:helicopter", "esc50:airplane", "esc50:engine", "esc50:train",
+    "esc50:chainsaw", "esc50:hand_saw", "esc50:vacuum_cleaner", "esc50:insects", "esc50:crickets",
+)
 
 
 @dataclass(frozen=True)
@@ -35,125 +52,131 @@ class BuildConfig:
     name: str = MODEL_NAME
     version: str = MODEL_VERSION
     data_root: Path | None = None
+    sources: tuple[str, ...] = ALL_SOURCES
     max_clips_per_split: int | None = None  # a tiny build for notebooks and CI
-    train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    target_false_alarms_per_hour: float = 1.0
+    folds: int = 3  # k-fold models for false alarms per hour; 0 skips them
+    fold_epochs: int = 15
+    leave_one_source_out: bool = True
+    extra_clips: tuple[Clip, ...] = ()  # new field recordings (see data.load_folder)
 
 
 def _subsample(clips: list[Clip], limit: int | None, seed: int) -> list[Clip]:
-    """At most `limit` clips per split and label, chosen at random but reproducibly."""
+    """At most `limit` clips per source, split and label, chosen at random but reproducibly."""
     if limit is None:
         return clips
     rng = np.random.default_rng(seed)
+    keys = sorted({(c.source, c.split, c.label) for c in clips})
     out: list[Clip] = []
-    for split in ("train", "val", "test"):
-        for label in ("background", "drone"):
-            members = [c for c in clips if c.split == split and c.label == label]
-            pick = rng.permutation(len(members))[: max(1, limit // 2)]
-            out.extend(members[i] for i in sorted(pick))
+    for key in keys:
+        members = [c for c in clips if (c.source, c.split, c.label) == key]
+        out.extend(members[i] for i in sorted(rng.permutation(len(members))[: max(1, limit // 2)]))
     return out
 
 
-def _calibration_windows(features: list[np.ndarray], labels: np.ndarray, width: int,
-                         seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picks = np.concatenate([
-        rng.choice(np.flatnonzero(labels == y), CALIBRATION_WINDOWS // 2, replace=True)
-        for y in (0, 1)
-    ])
-    out = []
-    for i in picks:
-        start = rng.integers(0, features[i].shape[1] - width + 1)
-        out.append(features[i][:, start : start + width])
-    return np.stack(out)
-
-
-def build(config: BuildConfig = BuildConfig(), log=print) -> dict[str, object]:
-    """Build, check and document a model; returns the metrics written next to it."""
+def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = print) -> dict[str, object]:
+    """Build, check, measure and document a model; returns the metrics written next to it."""
     started = time.perf_counter()
-    clips = _subsample(load_clips(config.data_root), config.max_clips_per_split, config.train.seed)
-    frontend = FrontendConfig()
+    recipe, frontend = config.recipe, config.recipe.frontend
+    clips = _subsample(load_clips(config.data_root, config.sources), config.max_clips_per_split,
+                       recipe.train.seed) + list(config.extra_clips)
     mel_basis = librosa_mel_basis(frontend)
-    log(f"{len(clips)} clips; computing log-mel features with the edge front-end")
-    features = features_for(clips, frontend, mel_basis, config.train.window_frames)
-    by_split = {s: [i for i, c in enumerate(clips) if c.split == s] for s in ("train", "val", "test")}
-    labels = np.array([int(c.is_drone) for c in clips])
+    audio = load_bank(clips, frontend)
+    split = {s: [c for c in clips if c.split == s] for s in ("train", "val", "test")}
+    log(f"{len(clips)} clips from {', '.join(config.sources)}: "
+        f"train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])}")
+    model, history, train_seconds = train_recipe(recipe, split["train"], split["val"], audio,
+                                                 mel_basis, log)
+    log(f"default model trained in {train_seconds / 60:.1f} min")
 
-    def part(split: str) -> tuple[list[np.ndarray], np.ndarray]:
-        return [features[i] for i in by_split[split]], labels[by_split[split]]
+    out_of_fold = None
+    if config.folds:
+        from nightear_training.crossval import kfold_false_alarms
 
-    (tr_f, tr_y), (va_f, va_y), (te_f, _) = part("train"), part("val"), part("test")
-    log(f"split: train {len(tr_f)}, val {len(va_f)}, test {len(te_f)} clips; "
-        f"features in {time.perf_counter() - started:.0f} s")
-    train_started = time.perf_counter()
-    model, history = train(tr_f, tr_y, va_f, va_y, config.train, log)
-    train_seconds = time.perf_counter() - train_started
-
-    val_probs, _ = clip_probabilities(torch_scorer(model), va_f, config.train.window_frames)
-    threshold = accuracy_threshold(val_probs, va_y)
-    log(f"decision threshold {threshold:.3f} (chosen on the validation split)")
+        out_of_fold = kfold_false_alarms(recipe.with_epochs(config.fold_epochs), clips, audio,
+                                         mel_basis, config.folds, log)
+        threshold = threshold_for_rate(out_of_fold.curve, config.target_false_alarms_per_hour)
+        log(f"threshold {threshold:.4f}: <= {config.target_false_alarms_per_hour} false alarms per "
+            f"hour over {out_of_fold.hours * 60:.1f} unique minutes of background")
+    else:
+        val_probs, _ = clip_probabilities(
+            torch_scorer(model), clip_log_mels(split["val"], audio, frontend, mel_basis,
+                                               recipe.train.window_frames), recipe.train.window_frames)
+        threshold = accuracy_threshold(val_probs, np.array([int(c.is_drone) for c in split["val"]]))
+        log(f"threshold {threshold:.4f} (fewest clip errors on the validation split)")
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    metadata = model_metadata(frontend, mel_basis, config.train.window_frames, threshold,
-                              config.name, config.version, manifest_sha256(clips))
-    fp32_path = export_onnx(model, config.work_dir / f"{config.name}.fp32.onnx",
-                            frontend.n_mels, config.train.window_frames, metadata)
-    int8_path = quantize_int8(fp32_path, config.out_dir / f"{config.name}.onnx",
-                              _calibration_windows(tr_f, tr_y, config.train.window_frames,
-                                                   config.train.seed))
+    metadata = model_metadata(frontend, mel_basis, recipe.train.window_frames, threshold, config.name,
+                              config.version, manifest_sha256(clips),
+                              extra={"training_sources": json.dumps(list(config.sources)),
+                                     "false_alarms_per_hour_target":
+                                         str(config.target_false_alarms_per_hour)})
+    fp32_path = export_onnx(model, config.work_dir / f"{config.name}.fp32.onnx", frontend.n_mels,
+                            recipe.train.window_frames, metadata)
+    calibration = _calibration_windows(recipe, split["train"], audio, mel_basis)
+    int8_path = quantize_int8(fp32_path, config.out_dir / f"{config.name}.onnx", calibration)
 
-    results = _evaluate(fp32_path, int8_path, clips, by_split, features, labels, threshold, log)
-    metrics = {
-        "model": {"name": config.name, "version": config.version,
-                  "file": int8_path.name, "bytes": int8_path.stat().st_size,
-                  "threshold": round(threshold, 4), "training_manifest_sha256": metadata[
-                      "training_manifest_sha256"]},
+    metrics: dict[str, object] = {
+        "model": {"name": config.name, "version": config.version, "file": int8_path.name,
+                  "bytes": int8_path.stat().st_size, "threshold": round(threshold, 4),
+                  "training_manifest_sha256": metadata["training_manifest_sha256"],
+                  "sources": list(config.sources)},
         "split": split_summary(clips),
         "training": {"epochs_run": len(history.val_auc), "best_epoch": history.best_epoch,
-                     "train_seconds": round(train_seconds, 1),
-                     "total_seconds": round(time.perf_counter() - started, 1),
-                     "config": {k: v for k, v in asdict(config.train).items()},
+                     "train_seconds": round(train_seconds, 1), "recipe": msgspec.to_builtins(recipe),
                      "history": asdict(history)},
-        "machine": _machine(),
-        **results,
     }
-    (config.out_dir / f"{config.name}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (config.out_dir / f"{config.name}.card.md").write_text(card.render(metrics))
-    log(f"wrote {int8_path} ({int8_path.stat().st_size / 1024:.0f} KiB), its card and metrics "
-        f"in {time.perf_counter() - started:.0f} s")
+    metrics.update(evaluate_model(OnnxClassifier(int8_path), OnnxClassifier(fp32_path), clips, audio,
+                                  log=log))
+    if out_of_fold is not None:
+        metrics["false_alarms"] = {
+            "target_per_hour": config.target_false_alarms_per_hour, "folds": config.folds,
+            "fold_epochs": config.fold_epochs, "unique_minutes": round(out_of_fold.hours * 60, 1),
+            "minutes_by_source": {k: round(v / 60, 1) for k, v in out_of_fold.seconds_by_source.items()},
+            "curve": out_of_fold.curve,
+            "hard_negatives": out_of_fold.kind_false_positive_share(threshold, HARD_NEGATIVE_KINDS),
+        }
+    if config.leave_one_source_out:
+        from nightear_training.crossval import leave_one_source_out
+
+        metrics["leave_one_source_out"] = leave_one_source_out(
+            recipe.with_epochs(config.fold_epochs), clips, audio, mel_basis,
+            [s for s in OUTDOOR_SOURCES if s in config.sources], threshold, log)
+    metrics["total_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["machine"] = _machine()
+    _write(config, metrics)
+    log(f"wrote {int8_path} ({int8_path.stat().st_size / 1024:.0f} KiB), its card, metrics and report "
+        f"in {metrics['total_seconds'] / 60:.1f} min")
     return metrics
 
 
-def _evaluate(fp32_path: Path, int8_path: Path, clips: list[Clip], by_split: dict[str, list[int]],
-              features: list[np.ndarray], labels: np.ndarray, threshold: float,
-              log=print) -> dict[str, object]:
-    """Score val and test through the daemon's classifier, FP32 and INT8 files alike."""
-    window = OnnxClassifier(int8_path).window_frames
-    out: dict[str, object] = {}
-    for split in ("val", "test"):
-        idx = by_split[split]
-        feats, y = [features[i] for i in idx], labels[idx]
-        kinds = [clips[i].kind for i in idx]
-        names = [f"{clips[i].source}/{clips[i].relpath}" for i in idx]
-        per_model: dict[str, object] = {}
-        window_probs, clip_probs = {}, {}
-        for tag, path in (("fp32", fp32_path), ("int8", int8_path)):
-            probs, per_clip = clip_probabilities(OnnxClassifier(path).score, feats, window)
-            per_model[tag] = clip_metrics(probs, y, kinds, threshold)
-            window_probs[tag], clip_probs[tag] = np.concatenate(per_clip), probs
-        window_labels = np.concatenate([np.full(len(p), yy) for p, yy in zip(per_clip, y, strict=True)])
-        agree = agreement(window_probs["fp32"], window_probs["int8"], window_labels, threshold)
-        per_model["int8_vs_fp32_windows"] = {**asdict(agree), "auc_drop": round(agree.auc_drop, 5),
-                                             "ok": agree.ok}
-        per_model["int8_misclassified"] = misclassified(clip_probs["int8"], y, names, threshold)
-        out[split] = per_model
-        m8, m32 = per_model["int8"], per_model["fp32"]
-        log(f"{split}: INT8 AUC {m8['roc_auc']:.5f} acc {m8['accuracy']:.4f} F1 {m8['f1']:.4f}; "
-            f"FP32 AUC {m32['roc_auc']:.5f}; window AUC drop {agree.auc_drop:+.5f}, "
-            f"decision agreement {agree.decision_agreement:.4f}")
-        if not agree.ok:
-            log(f"WARNING: INT8 model strays from FP32 on {split}: {agree}")
-    return out
+def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, mel_basis) -> np.ndarray:
+    """Half field-like sampled windows (faint, distant, mixed), half real training windows."""
+    from nightear_training.augment import FieldSampler
+
+    n = recipe.frontend.samples_for_frames(recipe.train.window_frames)
+    sampler = FieldSampler([audio[c.path] for c in train_clips if c.is_drone],
+                           [audio[c.path] for c in train_clips if not c.is_drone], n, recipe.augment,
+                           recipe.frontend.sample_rate, seed=recipe.train.seed + 1)
+    sampled, _ = SampledBatches(sampler, recipe.frontend, mel_basis)(recipe.train.seed + 2,
+                                                                      CALIBRATION_WINDOWS // 2)
+    rng = np.random.default_rng(recipe.train.seed)
+    picks = rng.choice(len(train_clips), CALIBRATION_WINDOWS // 2, replace=len(train_clips) < 256)
+    real = clip_log_mels([train_clips[i] for i in picks], audio, recipe.frontend, mel_basis,
+                         recipe.train.window_frames)
+    width = recipe.train.window_frames
+    crops = [f[:, s : s + width] for f in real
+             for s in [int(rng.integers(0, f.shape[1] - width + 1))]]
+    return np.concatenate((sampled, np.stack(crops)))
+
+
+def _write(config: BuildConfig, metrics: dict[str, object]) -> None:
+    base = config.out_dir / config.name
+    Path(f"{base}.metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    Path(f"{base}.card.md").write_text(card.render(metrics))
+    report.write(metrics, config.out_dir, config.name)
 
 
 def _machine() -> dict[str, object]:

@@ -20,6 +20,12 @@ SPLIT_SALT = "nightear-split-v1"
 ESC50_FOLD_SPLIT = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "test"}
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # by group hash / by position; the rest is test
 DRONE_AUDIO_DATASET = "drone-audio-dataset"
+OUTDOOR_SOURCES = ("svanstrom-outdoor", "purdue-outdoor")
+ALL_SOURCES = (DRONE_AUDIO_DATASET, *OUTDOOR_SOURCES)
+EXCLUDED = "excluded"  # the split of clips whose label cannot be trusted
+# Clips whose drone may be inaudible (the data's README: "check before trusting them as
+# positives"): kept out of training and of every metric, and scored on their own.
+UNCERTAIN_PREFIXES = {"purdue-outdoor": ("drone/background_in_air_iris", "drone/in_air_iris_far_away")}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def data_root() -> Path:
     return repo.parent / "shared" / "data"
 
 
-def _hash_fraction(text: str) -> float:
+def hash_fraction(text: str) -> float:
     digest = hashlib.sha256(f"{SPLIT_SALT}:{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
@@ -75,14 +81,40 @@ def split_of(source: str, kind: str, group: str, position: float) -> str:
         return ESC50_FOLD_SPLIT[fold]
     if kind.startswith("noise:"):
         return _split_by_fraction(position)
-    return _split_by_fraction(_hash_fraction(f"{source}/{group}"))
+    return _split_by_fraction(hash_fraction(f"{source}/{group}"))
+
+
+def stratified_group_splits(groups_by_label: dict[str, list[str]], salt: str) -> dict[str, str]:
+    """For a source with few recording sessions: within each label, groups in hash order take
+    positions (i + 0.5) / n, so a label with three or more groups has one in every split."""
+    splits: dict[str, str] = {}
+    for label, groups in groups_by_label.items():
+        ordered = sorted(set(groups), key=lambda g: hash_fraction(f"{salt}/{label}/{g}"))
+        for i, group in enumerate(ordered):
+            splits[group] = _split_by_fraction((i + 0.5) / len(ordered))
+    return splits
+
+
+def _is_uncertain(source: str, relpath: str) -> bool:
+    return relpath.startswith(UNCERTAIN_PREFIXES.get(source, ()))
 
 
 def load_manifest(source_dir: Path) -> list[Clip]:
-    """Read `<source_dir>/manifest.csv` into clips with their split."""
+    """Read `<source_dir>/manifest.csv` into clips with their split.
+
+    The DroneAudioDataset follows `split_of`; the outdoor sets, with a handful of sessions
+    each, are split by `stratified_group_splits` so each split holds drones and background.
+    """
     manifest = source_dir / "manifest.csv"
     with manifest.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
+    source = source_dir.name
+    rows = [dict(r, uncertain=_is_uncertain(source, r["path"])) for r in rows]
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        if not row["uncertain"]:
+            by_label.setdefault(row["label"], []).append(row["group"])
+    outdoor = stratified_group_splits(by_label, source) if source != DRONE_AUDIO_DATASET else {}
     per_group: dict[str, list[str]] = {}
     for row in rows:
         per_group.setdefault(row["group"], []).append(row["path"])
@@ -92,10 +124,15 @@ def load_manifest(source_dir: Path) -> list[Clip]:
     for row in rows:
         members = per_group[row["group"]]
         position = members.index(row["path"]) / len(members)
+        if row["uncertain"]:
+            split = EXCLUDED
+        elif outdoor:
+            split = outdoor[row["group"]]
+        else:
+            split = split_of(source, row["kind"], row["group"], position)
         clips.append(Clip(
             path=source_dir / row["path"], relpath=row["path"], label=row["label"], kind=row["kind"],
-            group=row["group"], source=source_dir.name, sha256=row["sha256"],
-            split=split_of(source_dir.name, row["kind"], row["group"], position),
+            group=row["group"], source=source, sha256=row["sha256"], split=split,
         ))
     return clips
 
@@ -136,3 +173,30 @@ def split_summary(clips: list[Clip]) -> dict[str, dict[str, object]]:
             "sha256": manifest_sha256(members),
         }
     return summary
+
+
+def load_folder(folder: Path, labels_csv: Path | None = None) -> list[Clip]:
+    """New field recordings: a folder of audio files and a CSV (default `labels.csv` in it)
+    with columns `path,label` and optionally `group` (default: the file's stem: one recording,
+    one group) and `split` (default: a stratified split of the groups)."""
+    labels_csv = labels_csv or folder / "labels.csv"
+    with labels_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    bad = [r.get("label") for r in rows if r.get("label") not in ("drone", "background")]
+    if not rows or bad:
+        raise ValueError(
+            f"{labels_csv}: need rows `path,label` with label drone or background, got {bad[:3]}")
+    for row in rows:
+        row.setdefault("group", "")
+        row["group"] = row["group"] or Path(row["path"]).stem
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row["group"])
+    splits = stratified_group_splits(by_label, folder.name)
+    return [
+        Clip(path=folder / row["path"], relpath=row["path"], label=row["label"],
+             kind=f"{folder.name}:{row['label']}", group=row["group"], source=folder.name,
+             sha256=hashlib.sha256((folder / row["path"]).read_bytes()).hexdigest(),
+             split=row.get("split") or splits[row["group"]])
+        for row in rows
+    ]

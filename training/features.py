@@ -16,6 +16,7 @@ from nightear.sources import WavSource
 from nightear_training.data import Clip
 
 WINDOW_FRAMES = 48  # frames per classifier window: 47 * 256 + 1024 samples = 0.816 s at 16 kHz
+EVAL_HOP_FRAMES = 16  # windows every 0.256 s, as the daemon scores them
 
 
 def load_audio(clip: Clip, config: FrontendConfig) -> np.ndarray:

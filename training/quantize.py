@@ -45,11 +45,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_windows: np.ndar
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
+        # The final sigmoid stays in float: quantized to 8 bits its output moves in steps of
+        # 1/255, and a threshold chosen for one false alarm an hour sits between two steps.
+        sigmoids = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Sigmoid"]
         quantize_static(
             str(prepared), str(int8_path), WindowReader(calibration_windows),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sigmoids,
         )
     set_metadata(int8_path, metadata)
     return int8_path

@@ -1,0 +1,1 @@
+"""Where events go once decided: the durable store first, then the rest."""

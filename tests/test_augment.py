@@ -1,0 +1,103 @@
+"""Field simulation: absorption follows ISO 9613-1, spreading loses 6 dB per doubling, mixing
+hits the SNR asked for, speed changes shift the rotor's pitch, synthetic hum hums where told."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="training tests need the 'train' extra")
+
+from nightear_training.augment import (  # noqa: E402
+    AugmentConfig,
+    FieldSampler,
+    a_weighted_rms_db,
+    at_distance,
+    background_stream,
+    change_speed,
+    iso9613_absorption_db_per_m,
+    mix_at_snr,
+    propagate,
+    rms_db,
+    rotor_hum,
+    tilt,
+)
+
+RATE = 16000
+
+
+def peak_hz(y: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / RATE)[np.argmax(spectrum)])
+
+
+def tone(hz: float, seconds: float = 1.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(int(seconds * RATE)) / RATE)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "freq_hz,db_per_km",  # ISO 9613-2 table 2 at 20 C, 70% relative humidity
+    [(125, 0.3), (250, 1.1), (500, 2.8), (1000, 5.0), (2000, 9.0), (4000, 22.9), (8000, 76.6)],
+)
+def test_absorption_matches_the_iso_table(freq_hz: float, db_per_km: float) -> None:
+    assert iso9613_absorption_db_per_m(np.array([freq_hz]), 20.0, 70.0)[0] * 1000 == pytest.approx(
+        db_per_km, rel=0.12)
+
+
+def test_distance_spreads_6_db_per_doubling_and_absorbs_high_frequencies_more() -> None:
+    low, high = tone(200.0), tone(6000.0)
+    assert rms_db(propagate(low, 200.0)) - rms_db(propagate(low, 100.0)) == pytest.approx(-6.02, abs=0.1)
+    loss_high = rms_db(high) - rms_db(propagate(high, 500.0))
+    loss_low = rms_db(low) - rms_db(propagate(low, 500.0))
+    assert loss_high - loss_low > 10.0  # 6 kHz loses far more over 500 m than 200 Hz
+
+
+def test_mix_reaches_the_snr_asked_for() -> None:
+    rng = np.random.default_rng(0)
+    drone, bed = tone(180.0), (0.01 * rng.standard_normal(RATE)).astype(np.float32)
+    for snr in (-10.0, 0.0, 15.0):
+        mixed = mix_at_snr(drone, bed, snr)
+        assert rms_db(mixed - bed) - rms_db(bed) == pytest.approx(snr, abs=0.01)
+
+
+def test_speed_change_scales_the_blade_pass_frequency() -> None:
+    assert peak_hz(change_speed(tone(200.0), 0.5)) == pytest.approx(100.0, abs=2.0)
+    assert peak_hz(change_speed(tone(200.0), 1.15)) == pytest.approx(230.0, abs=2.0)
+
+
+@pytest.mark.parametrize("blade_pass_hz", [45.0, 90.0, 250.0])
+def test_rotor_hum_has_its_energy_at_the_blade_pass_harmonics(blade_pass_hz: float) -> None:
+    hum = rotor_hum(2.0, blade_pass_hz, np.random.default_rng(1), rotors=4, noise_db=-30.0)
+    assert rms_db(hum) == pytest.approx(0.0, abs=0.1)
+    ratio = peak_hz(hum) / blade_pass_hz
+    assert abs(ratio - round(ratio)) < 0.1 and round(ratio) >= 1
+
+
+def test_tilt_raises_highs_and_lowers_lows() -> None:
+    tilted = tilt(tone(4000.0) + tone(250.0), 2.0)
+    spectrum = np.abs(np.fft.rfft(tilted))
+    assert spectrum[4000] / spectrum[250] == pytest.approx(10 ** (2.0 * 4 / 20), rel=0.05)
+
+
+def test_a_drone_farther_away_is_quieter_in_the_same_night() -> None:
+    rng = np.random.default_rng(2)
+    drone = tone(200.0) + tone(1200.0)
+    night = (0.001 * rng.standard_normal(RATE)).astype(np.float32)
+    near, far = at_distance(drone, night, 50.0), at_distance(drone, night, 400.0)
+    assert a_weighted_rms_db(near) > a_weighted_rms_db(far) + 10.0
+
+
+def test_background_stream_uses_each_clip_once() -> None:
+    clips = [np.full(1600, i + 1, dtype=np.float32) for i in range(3)]
+    stream = background_stream(clips)
+    assert len(stream) == 4800 and stream[800] == 1.0 and stream[4000] == 3.0
+
+
+def test_sampler_draws_windows_at_field_levels() -> None:
+    rng = np.random.default_rng(3)
+    drones = [tone(200.0, 2.0)]
+    beds = [(0.01 * rng.standard_normal(RATE * 3)).astype(np.float32)]
+    sampler = FieldSampler(drones, beds, 13056, AugmentConfig(synthetic_bank=4))
+    levels = [rms_db(sampler.window(rng, drone=bool(i % 2))) for i in range(40)]
+    assert all(-71.0 < level < -14.0 for level in levels)
+    assert len(sampler.window(rng, drone=True)) == 13056

@@ -1,0 +1,183 @@
+"""`nightear listen` through the real capture stack: PortAudio reading an ALSA `file` device
+(a test-local .asoundrc) fed with a fixture, no sound card and no mock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import FIXTURES, REPO, run_cli
+
+EXAMPLE = REPO / "examples" / "drone-pass.flac"
+
+
+@pytest.fixture()
+def fake_mic(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A HOME whose .asoundrc makes the default capture device read `in.raw` (16-bit mono)."""
+
+    def feed(recording: Path, rate: int = 16000) -> dict[str, str]:
+        y, file_rate = sf.read(recording, dtype="int16")
+        assert file_rate == rate and y.ndim == 1
+        y.astype("<i2").tofile(tmp_path / "in.raw")
+        (tmp_path / ".asoundrc").write_text(
+            'pcm.!default { type plug; slave.pcm "fakein" }\n'
+            f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; '
+            f'infile "{tmp_path / "in.raw"}"; format "raw" }}\n')
+        return {**os.environ, "HOME": str(tmp_path)}
+
+    return feed
+
+
+def listen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nightear", "listen", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_live_stream_scores_like_detect_on_the_same_audio(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(EXAMPLE)
+    config = tmp_path / "unpaced.yaml"  # the file device delivers far faster than real time:
+    config.write_text("audio:\n  buffer_seconds: 60\n")  # a ring that holds the whole test
+    live = listen(env, "--config", str(config), "--scores", "--duration", "12")
+    assert live.returncode == 0, live.stderr
+    offline = run_cli("detect", "--scores", str(EXAMPLE))
+    live_scores = [json.loads(line) for line in live.stdout.splitlines()]
+    file_scores = [json.loads(line) for line in offline.stdout.splitlines()][: len(live_scores)]
+    assert len(live_scores) == int((12 * 16000 - 13056) / 4096) + 1
+    assert [(s["t_s"], s["p"]) for s in live_scores] == [(s["t_s"], s["p"]) for s in file_scores]
+    assert np.ptp([s["p"] for s in live_scores]) > 0.5  # the drone came and the scores moved
+
+
+def test_live_events_open_then_close_with_utc_times(fake_mic) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    result = listen(env, "--duration", "4.5")
+    assert result.returncode == 0, result.stderr
+    opened, closed = (json.loads(line) for line in result.stdout.splitlines())
+    assert (opened["event"], closed["event"]) == ("open", "close")
+    assert opened["id"] == closed["id"] and closed["state"] == "closed"
+    assert opened["start"].endswith("+00:00") and closed["end_s"] > opened["end_s"]
+    assert len(closed["model_sha256"]) == 64
+
+
+def test_sigterm_closes_the_open_event_and_exits_cleanly(fake_mic) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")  # the file device repeats: a drone forever
+    proc = subprocess.Popen([sys.executable, "-m", "nightear", "listen"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "open"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    # read the pipes themselves: communicate() would skip what readline() already buffered
+    rest, errors = proc.stdout.read(), proc.stderr.read()
+    assert json.loads(rest.splitlines()[-1])["event"] == "close"
+    assert "Traceback" not in errors
+
+
+def test_missing_device_is_one_clear_line(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    config = tmp_path / "mic.yaml"
+    config.write_text("audio:\n  device: no-such-microphone\n")
+    result = listen(env, "--config", str(config), "--duration", "1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("nightear: error:")]
+    assert "audio device 'no-such-microphone'" in line and "nightear devices" in line
+
+
+def test_devices_lists_the_capture_device(fake_mic) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    result = subprocess.run([sys.executable, "-m", "nightear", "devices"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0
+    names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
+    assert "default" in names
+
+
+def test_events_are_stored_before_they_are_printed_and_listed(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    db = tmp_path / "data" / "events.db"
+    config = tmp_path / "store.yaml"
+    config.write_text(f"node: post-7\nstore:\n  path: {db}\n")
+    result = listen(env, "--config", str(config), "--duration", "4.5")
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p["state"] for p in printed] == ["open", "closed"] and printed[0]["node"] == "post-7"
+    listed = run_cli("events", "--db", str(db), "--json", "--since", "1h")
+    (stored,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert stored["id"] == printed[0]["id"] == printed[1]["id"]
+    assert stored["state"] == "closed" and stored["end"] == printed[1]["end"]
+    assert run_cli("events", "--db", str(db), "--since", "2999-01-01").stdout == ""
+    missing = run_cli("events", "--db", str(tmp_path / "none.db"))
+    assert missing.returncode == 2 and "no such event store" in missing.stderr
+
+
+def test_metrics_file_and_systemd_notify(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    prom = tmp_path / "textfile" / "nightear.prom"
+    config = tmp_path / "metrics.yaml"
+    config.write_text(f"node: post-7\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n")
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify))
+        sock.settimeout(5)
+        result = listen({**env, "NOTIFY_SOCKET": str(notify)}, "--config", str(config),
+                        "--duration", "4.5")
+        assert result.returncode == 0, result.stderr
+        assert sock.recv(1024).decode().splitlines() == ["READY=1", "WATCHDOG=1"]
+    values = {line.split("{")[0]: float(line.split()[-1])
+              for line in prom.read_text().splitlines() if not line.startswith("#")}
+    assert values["nightear_audio_seconds_total"] == pytest.approx(4.5)
+    assert values["nightear_windows_scored_total"] == 15 and values["nightear_events_total"] == 1
+    assert values["nightear_real_time_factor"] > 1 and values["nightear_peak_rss_bytes"] > 0
+    assert 'node="post-7"' in prom.read_text()
+    assert not [p for p in prom.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_check_validates_config_model_and_device(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    ok = subprocess.run([sys.executable, "-m", "nightear", "check"], capture_output=True, text=True,
+                        env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.split(":")[0] for line in ok.stdout.splitlines()] == ["config", "model", "audio device"]
+    config = tmp_path / "wide.yaml"
+    config.write_text("audio:\n  channels: 200\n")
+    bad = subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(config)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "Expected `int` <= 16 - at `$.audio.channels`" in bad.stderr
+
+
+def test_event_clip_with_preroll_and_a_full_disk_that_costs_only_the_clip(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import resource
+
+    env = fake_mic(EXAMPLE)  # the drone passes from 6 to 11 s
+    clips, db = tmp_path / "clips", tmp_path / "events.db"
+    config = tmp_path / "clips.yaml"
+    config.write_text(f"store:\n  path: {db}\nclips:\n  folder: {clips}\n  preroll_seconds: 2\n"
+                      "audio:\n  buffer_seconds: 60\n")
+    result = listen(env, "--config", str(config), "--duration", "16")
+    assert result.returncode == 0, result.stderr
+    closed = json.loads(result.stdout.splitlines()[-1])
+    duration = sf.info(closed["clip"]).duration
+    assert duration == pytest.approx(closed["end_s"] - closed["start_s"] + 2.0, abs=0.01)
+    assert Path(closed["clip"]).with_suffix(".png").is_file()
+
+    def small_disk() -> None:  # files may not grow past 100 kB: writing a clip fails
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    full = subprocess.run([sys.executable, "-m", "nightear", "listen", "--config", str(config),
+                           "--duration", "16"], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=120, preexec_fn=small_disk)
+    assert full.returncode == 0, full.stderr
+    states = [json.loads(line)["state"] for line in full.stdout.splitlines()]
+    assert states == ["open", "closed"] and json.loads(full.stdout.splitlines()[-1])["clip"] is None
+    assert "not written" in full.stderr

@@ -1,0 +1,273 @@
+"""Field conditions, simulated on the waveform: a drone at a distance, in night ambience.
+
+The shared recordings hold drones that are close, loud and mostly indoors. In the field a drone
+is 100 m away or more, under wind and insects, and may be another make spinning its rotors at
+another rate. Each function here makes one of those differences, on the fly, so the model never
+sees the same example twice:
+
+- `propagate`: spherical spreading and ISO 9613-1 atmospheric absorption over a distance;
+- `mix_at_snr`: a drone into a background at a chosen signal-to-noise ratio;
+- `change_speed`: rotor rate (and so pitch) up or down, as resampling does;
+- `rotor_hum`: a synthetic multirotor (several detuned rotors, blade-pass harmonics with slow
+  rpm wander, broadband noise), for the 40-100 Hz hum of large drones missing from the data;
+- `tilt`: a microphone's response tilted by up to a few dB per octave;
+- `background_stream`: long ambience made of real clips joined end to end.
+
+`FieldSampler` draws training windows from these. audiomentations was weighed: its
+AirAbsorption is, in its own words, not scientifically accurate and stops at 100 m, its
+background mixing reads files from disk on every call, and gain, speed and tilt are a line or
+two of numpy and soxr each; so nothing here needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+SAMPLE_RATE = 16000
+REFERENCE_DISTANCE_M = 1.0
+
+
+def iso9613_absorption_db_per_m(
+    freq_hz: np.ndarray, temperature_c: float = 15.0, humidity_pct: float = 70.0,
+    pressure_kpa: float = 101.325,
+) -> np.ndarray:
+    """Pure-tone atmospheric absorption coefficient (dB/m), ISO 9613-1:1993 equations 3-5."""
+    f = np.asarray(freq_hz, dtype=np.float64)
+    t = temperature_c + 273.15
+    t0, t01, pr = 293.15, 273.16, 101.325
+    pa = pressure_kpa / pr
+    c = -6.8346 * (t01 / t) ** 1.261 + 4.6151
+    h = humidity_pct * 10.0**c / pa  # molar concentration of water vapour, %
+    fr_o = pa * (24.0 + 4.04e4 * h * (0.02 + h) / (0.391 + h))
+    fr_n = pa * (t / t0) ** -0.5 * (9.0 + 280.0 * h * np.exp(-4.170 * ((t / t0) ** (-1 / 3) - 1.0)))
+    return 8.686 * f**2 * (
+        1.84e-11 / pa * (t / t0) ** 0.5
+        + (t / t0) ** -2.5 * (
+            0.01275 * np.exp(-2239.1 / t) / (fr_o + f**2 / fr_o)
+            + 0.1068 * np.exp(-3352.0 / t) / (fr_n + f**2 / fr_n)
+        )
+    )
+
+
+def propagate(y: np.ndarray, distance_m: float, sample_rate: int = SAMPLE_RATE,
+              temperature_c: float = 15.0, humidity_pct: float = 70.0) -> np.ndarray:
+    """A sound recorded at 1 m, as heard `distance_m` away: -20 log10(d) dB of spherical
+    spreading and a frequency-dependent absorption of alpha(f) * d dB."""
+    n = len(y)
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    loss_db = iso9613_absorption_db_per_m(freqs, temperature_c, humidity_pct) * distance_m
+    spectrum = np.fft.rfft(y) * 10.0 ** (-loss_db / 20.0)
+    spreading = REFERENCE_DISTANCE_M / max(distance_m, REFERENCE_DISTANCE_M)
+    return (np.fft.irfft(spectrum, n) * spreading).astype(np.float32)
+
+
+def rms_db(y: np.ndarray) -> float:
+    """Root-mean-square level in dB re full scale (-200 for silence)."""
+    return float(10.0 * np.log10(np.mean(np.square(y, dtype=np.float64)) + 1e-20))
+
+
+def a_weighting_db(freq_hz: np.ndarray) -> np.ndarray:
+    """IEC 61672-1 A-weighting in dB (0 dB at 1 kHz)."""
+    f2 = np.maximum(np.asarray(freq_hz, dtype=np.float64), 1e-3) ** 2
+    ra = 12194.0**2 * f2**2 / (
+        (f2 + 20.6**2) * np.sqrt((f2 + 107.7**2) * (f2 + 737.9**2)) * (f2 + 12194.0**2))
+    return 20.0 * np.log10(ra) + 2.0
+
+
+def a_weighted_rms_db(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """A-weighted RMS level in dB re full scale: how loud `y` is to a sound level meter."""
+    spectrum = np.fft.rfft(y) * 10.0 ** (a_weighting_db(np.fft.rfftfreq(len(y), 1 / sample_rate)) / 20)
+    return rms_db(np.fft.irfft(spectrum, len(y)))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Levels that turn a distance into a signal-to-noise ratio (A-weighted, dB SPL).
+
+    source_dba: the drone at 1 m; ambient_dba: the night; full_scale_dba: the SPL that maps
+    to 0 dBFS at the microphone (sets where the scene sits in the recorder's range).
+    """
+
+    source_dba: float = 75.0
+    ambient_dba: float = 30.0
+    full_scale_dba: float = 90.0
+
+
+def drone_at(drone: np.ndarray, distance_m: float, scene: Scene = Scene(),
+             sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A drone recorded close, scaled to the scene's source level at 1 m, then heard from
+    `distance_m` away."""
+    gain_db = scene.source_dba - scene.full_scale_dba - a_weighted_rms_db(drone, sample_rate)
+    return propagate(drone * 10.0 ** (gain_db / 20.0), distance_m, sample_rate)
+
+
+def ambience_at(ambience: np.ndarray, scene: Scene = Scene(), sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Ambience scaled to the scene's ambient level."""
+    gain_db = scene.ambient_dba - scene.full_scale_dba - a_weighted_rms_db(ambience, sample_rate)
+    return (ambience * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+
+
+def at_distance(drone: np.ndarray, ambience: np.ndarray, distance_m: float, scene: Scene = Scene(),
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A drone `distance_m` away in `ambience` (same length), at the scene's levels."""
+    return (drone_at(drone, distance_m, scene, sample_rate)
+            + ambience_at(ambience, scene, sample_rate)).astype(np.float32)
+
+
+def mix_at_snr(signal: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
+    """`signal` scaled so its RMS is `snr_db` above the background's, plus the background."""
+    gain_db = rms_db(background) + snr_db - rms_db(signal)
+    return (background + signal * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+
+
+def change_speed(y: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Play `y` `factor` times faster: every frequency times `factor`, length divided by it."""
+    return soxr.resample(y, sample_rate * factor, sample_rate).astype(np.float32)
+
+
+def tilt(y: np.ndarray, db_per_octave: float, sample_rate: int = SAMPLE_RATE,
+         pivot_hz: float = 1000.0) -> np.ndarray:
+    """A microphone response tilted by `db_per_octave` around `pivot_hz` (30 Hz-Nyquist)."""
+    freqs = np.maximum(np.fft.rfftfreq(len(y), 1.0 / sample_rate), 30.0)
+    gain_db = db_per_octave * np.log2(freqs / pivot_hz)
+    return np.fft.irfft(np.fft.rfft(y) * 10.0 ** (gain_db / 20.0), len(y)).astype(np.float32)
+
+
+def rotor_hum(
+    seconds: float, blade_pass_hz: float, rng: np.random.Generator, rotors: int = 4,
+    sample_rate: int = SAMPLE_RATE, detune: float = 0.03, wander: float = 0.02,
+    harmonics: int = 12, noise_db: float = -10.0,
+) -> np.ndarray:
+    """A synthetic multirotor: `rotors` rotors detuned by up to +-`detune`, each a blade-pass
+    fundamental with `harmonics` harmonics (random roll-off and phases), its rate wandering by
+    up to +-`wander` over seconds; plus broadband noise `noise_db` below the hum. Unit RMS."""
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    hum = np.zeros(n)
+    for _ in range(rotors):
+        f0 = blade_pass_hz * (1.0 + rng.uniform(-detune, detune))
+        rate_hz, phase = rng.uniform(0.1, 1.0), rng.uniform(0, 2 * np.pi)
+        inst = f0 * (1.0 + wander * np.sin(2 * np.pi * rate_hz * t + phase))
+        cycles = np.cumsum(inst) / sample_rate
+        rolloff = rng.uniform(0.5, 1.5)
+        for k in range(1, harmonics + 1):
+            if k * f0 * (1 + wander) >= sample_rate / 2:
+                break
+            hum += k**-rolloff * np.sin(2 * np.pi * k * cycles + rng.uniform(0, 2 * np.pi))
+    hum /= np.sqrt(np.mean(hum**2)) + 1e-12
+    noise = _pink_noise(n, rng)
+    return (hum + noise * 10.0 ** (noise_db / 20.0)).astype(np.float32) / np.float32(
+        np.sqrt(1.0 + 10.0 ** (noise_db / 10.0)))
+
+
+def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise with a 1/f power spectrum."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+    spectrum[0] = 0.0
+    y = np.fft.irfft(spectrum, n)
+    return y / (np.sqrt(np.mean(y**2)) + 1e-12)
+
+
+def background_stream(clips: Sequence[np.ndarray], fade_samples: int = 160) -> np.ndarray:
+    """Real ambience clips joined end to end, each once, with short fades (no clicks)."""
+    ramp = np.linspace(0.0, 1.0, fade_samples, dtype=np.float32)
+    parts = []
+    for clip in clips:
+        part = np.array(clip, dtype=np.float32)
+        if len(part) > 2 * fade_samples:
+            part[:fade_samples] *= ramp
+            part[-fade_samples:] *= ramp[::-1]
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def random_crop(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples from a random place in `y` (repeated when `y` is shorter)."""
+    if len(y) < n:
+        y = np.resize(y, n)
+    start = int(rng.integers(0, len(y) - n + 1))
+    return y[start : start + n]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How training examples are drawn; ranges are sampled uniformly (speeds log-uniformly)."""
+
+    snr_db: tuple[float, float] = (-5.0, 20.0)  # drone RMS over background RMS
+    clean_probability: float = 0.35  # a drone recording as it is: no distance, no background
+    distance_m: tuple[float, float] = (10.0, 600.0)  # absorption applied to the drone's spectrum
+    speed: tuple[float, float] = (0.85, 1.15)  # other drones spin their rotors at other rates
+    large_drone_probability: float = 0.1  # a real drone slowed down to 40-100 Hz blade pass
+    large_drone_speed: tuple[float, float] = (0.25, 0.6)
+    synthetic_probability: float = 0.15  # a synthetic multirotor instead of a recording
+    blade_pass_hz: tuple[float, float] = (40.0, 400.0)
+    level_dbfs: tuple[float, float] = (-70.0, -15.0)  # RMS of the final window
+    tilt_db_per_octave: tuple[float, float] = (-2.0, 2.0)
+    background_mix_probability: float = 0.3  # a negative made of two backgrounds
+    synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)
+
+
+class FieldSampler:
+    """Draws labelled training windows that sound like the field: a drone (recorded, slowed
+    down or synthetic) at a distance in real background, or background alone.
+
+    drones, backgrounds: mono float32 recordings at `sample_rate`. `window(rng, drone)` gives
+    `n_samples` of audio; features are the caller's (the edge front-end).
+    """
+
+    def __init__(self, drones: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray],
+                 n_samples: int, config: AugmentConfig = AugmentConfig(),
+                 sample_rate: int = SAMPLE_RATE, seed: int = 0):
+        if not drones or not backgrounds:
+            raise ValueError("FieldSampler needs at least one drone and one background recording")
+        self.drones, self.backgrounds = list(drones), list(backgrounds)
+        self.n_samples, self.config, self.sample_rate = n_samples, config, sample_rate
+        rng = np.random.default_rng(seed)
+        self.synthetic = [
+            rotor_hum(2.0, float(np.exp(rng.uniform(*np.log(config.blade_pass_hz)))), rng,
+                      rotors=int(rng.choice([4, 6, 8])), sample_rate=sample_rate,
+                      noise_db=rng.uniform(-20.0, 0.0))
+            for _ in range(config.synthetic_bank)
+        ]
+        # long ambience recordings are drawn more often than 1-s clips, but not in proportion
+        seconds = np.array([len(b) for b in self.backgrounds], dtype=np.float64) / sample_rate
+        self._background_weights = np.sqrt(seconds) / np.sqrt(seconds).sum()
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        i = rng.choice(len(self.backgrounds), p=self._background_weights)
+        return random_crop(self.backgrounds[i], self.n_samples, rng).astype(np.float32)
+
+    def _drone(self, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        if self.synthetic and rng.random() < c.synthetic_probability:
+            low, high = c.speed
+            source = self.synthetic[rng.integers(len(self.synthetic))]
+        else:
+            low, high = c.large_drone_speed if rng.random() < c.large_drone_probability else c.speed
+            source = self.drones[rng.integers(len(self.drones))]
+        factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        need = int(np.ceil(self.n_samples * factor)) + 16
+        return change_speed(random_crop(source, need, rng), factor, self.sample_rate)[: self.n_samples]
+
+    def window(self, rng: np.random.Generator, drone: bool) -> np.ndarray:
+        """One example of `n_samples` at a random level."""
+        c = self.config
+        if drone:
+            y = self._drone(rng)
+            if rng.random() >= c.clean_probability:
+                y = propagate(y, rng.uniform(*c.distance_m), self.sample_rate)
+                y = mix_at_snr(y, self._background(rng), rng.uniform(*c.snr_db))
+        else:
+            y = self._background(rng)
+            if rng.random() < c.background_mix_probability:
+                y = mix_at_snr(self._background(rng), y, rng.uniform(-10.0, 10.0))
+        y = tilt(y, rng.uniform(*c.tilt_db_per_octave), self.sample_rate)
+        level = rms_db(y)
+        if level > -90.0:  # digital silence stays silence
+            y = y * np.float32(10.0 ** ((rng.uniform(*c.level_dbfs) - level) / 20.0))
+        return np.clip(y, -1.0, 1.0).astype(np.float32)
