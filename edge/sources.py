@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,6 +108,7 @@ class AudioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)] = 16000  # the device's rate
     block_seconds: Annotated[float, msgspec.Meta(ge=0.01, le=1.0)] = 0.1  # PortAudio callback size
     buffer_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 10.0  # ring buffer length
+    stall_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 5.0  # silence = a lost device
 
 
 def _portaudio() -> Any:
@@ -213,12 +215,18 @@ class MicSource:
         try:
             with self.sd.InputStream(device=s.device, channels=s.channels, samplerate=s.sample_rate,
                                      dtype="int16", blocksize=int(s.block_seconds * s.sample_rate),
-                                     callback=self._callback):
+                                     callback=self._callback) as stream:
+                heard = time.monotonic()
                 while not stop.is_set():
-                    self.ring.ready.wait(timeout=1.0)
+                    self.ring.ready.wait(timeout=0.5)
                     raw = self.ring.read()
                     if len(raw):
+                        heard = time.monotonic()
                         mono = raw.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
                         yield resampler.resample_chunk(mono) if resampler else mono
+                    elif time.monotonic() - heard > s.stall_seconds or not stream.active:
+                        # a USB microphone pulled out often just stops calling back
+                        raise AudioError(f"audio device {self.device_info['name']!r} delivered no "
+                                         f"audio for {s.stall_seconds:.0f} s")
         except self.sd.PortAudioError as exc:
             raise AudioError(f"audio device {self.device_info['name']!r} failed: {exc}") from None

@@ -181,3 +181,55 @@ def test_event_clip_with_preroll_and_a_full_disk_that_costs_only_the_clip(fake_m
     states = [json.loads(line)["state"] for line in full.stdout.splitlines()]
     assert states == ["open", "closed"] and json.loads(full.stdout.splitlines()[-1])["clip"] is None
     assert "not written" in full.stderr
+
+
+def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
+    """A FIFO behind the ALSA file device: audio, then silence on the line (a pulled USB
+    microphone just stops calling back), then audio again after the reopen."""
+    import socket
+    import threading
+    import time
+
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / ".asoundrc").write_text(
+        'pcm.!default { type plug; slave.pcm "fakein" }\n'
+        f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{fifo}"; '
+        'format "raw" }\n')
+    config = tmp_path / "stall.yaml"
+    config.write_text("audio:\n  stall_seconds: 2\n")
+    pipe_bytes = 60_000  # under the pipe's 64 kB: a write never blocks; 1.9 s of 16-bit audio
+    drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16")[0].astype("<i2").tobytes()
+    line = os.open(fifo, os.O_RDWR)  # a writer that stays: the device opens, then hears nothing
+    os.write(line, drone[:pipe_bytes])
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    pings: list[float] = []
+    threading.Thread(target=lambda: [pings.append(time.monotonic()) for _ in iter(
+        lambda: notify.recv(64), b"")], daemon=True).start()
+    proc = subprocess.Popen([sys.executable, "-m", "nightear", "listen", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOME": str(tmp_path),
+                                 "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    events: list[dict[str, str]] = []
+    threading.Thread(target=lambda: events.extend(json.loads(x) for x in proc.stdout),  # type: ignore[union-attr]
+                     daemon=True).start()
+    try:
+        time.sleep(7)  # the first audio is long gone and the stall has been noticed
+        back = time.monotonic()
+        os.write(line, drone[pipe_bytes : 2 * pipe_bytes])  # the line comes back
+        deadline = time.monotonic() + 30
+        while sum(e["event"] == "open" for e in events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        os.close(line)  # end of file: a read blocked on the FIFO returns
+    assert proc.wait(timeout=30) == 0
+    opens = [e["id"] for e in events if e["event"] == "open"]
+    assert len(opens) == 2 and opens[0] != opens[1]
+    assert "delivered no audio for 2 s; reopening in 1 s" in proc.stderr.read()
+    # no audio, no watchdog ping: under systemd a stalled pipeline gets restarted
+    assert pings and max(t for t in pings if t < back) < back - 1.5
+    assert max(pings) > back  # pinging again once audio flows
+    notify.close()

@@ -58,9 +58,8 @@ def test_training_features_are_the_daemons_features(data_root: Path) -> None:
 def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path) -> None:
     recipe = Recipe(train=TrainConfig(epochs=2, batches_per_epoch=4),
                     augment=AugmentConfig(synthetic_bank=8))
-    config = BuildConfig(out_dir=tmp_path / "models", work_dir=tmp_path / "work",
-                         data_root=data_root, max_clips_per_split=12, recipe=recipe, folds=2,
-                         fold_epochs=1, leave_one_source_out=True)
+    config = BuildConfig(out_dir=tmp_path / "models", data_root=data_root, max_clips_per_split=12,
+                         recipe=recipe, folds=2, fold_epochs=1, leave_one_source_out=True)
     lines: list[str] = []
     metrics = build(config, log=lines.append)
     assert any("val AUC" in line for line in lines)  # progress per epoch
@@ -71,6 +70,7 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert info.threshold == metrics["model"]["threshold"]
     assert json.loads(info.metadata["training_sources"]) == list(ALL_SOURCES)
     assert info.training_manifest_sha256 == metrics["model"]["training_manifest_sha256"]
+    assert (tmp_path / "models" / "nightear-drone.fp32.onnx").is_file()  # the bench's baseline
     ops = {n.op_type for n in onnx.load(str(model)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ INT8
     saved = json.loads((tmp_path / "models" / "nightear-drone.metrics.json").read_text())

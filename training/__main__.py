@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-default", help="rebuild the default model, its card and report into --out")
     b.add_argument("--out", type=Path, default=Path("models"), help="where model, card, report go")
-    b.add_argument("--work", type=Path, default=Path("runs/build-default"), help="FP32 model, scratch")
     b.add_argument("--data", type=Path, help="data root (default: $NIGHTEAR_DATA or ../shared/data)")
     b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
     b.add_argument("--epochs", type=int, default=Recipe().train.epochs)
@@ -57,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     recipe = Recipe()
     recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
-    build(BuildConfig(out_dir=args.out, work_dir=args.work, data_root=args.data, recipe=recipe,
+    build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, folds=args.folds,
                       fold_epochs=args.fold_epochs, leave_one_source_out=not args.no_loso,
                       extra_clips=extra))

@@ -48,7 +48,6 @@ HARD_NEGATIVE_KINDS = (
 @dataclass(frozen=True)
 class BuildConfig:
     out_dir: Path = Path("models")
-    work_dir: Path = Path("runs/build-default")
     name: str = MODEL_NAME
     version: str = MODEL_VERSION
     data_root: Path | None = None
@@ -107,13 +106,12 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         log(f"threshold {threshold:.4f} (fewest clip errors on the validation split)")
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    config.work_dir.mkdir(parents=True, exist_ok=True)
     metadata = model_metadata(frontend, mel_basis, recipe.train.window_frames, threshold, config.name,
                               config.version, manifest_sha256(clips),
                               extra={"training_sources": json.dumps(list(config.sources)),
                                      "false_alarms_per_hour_target":
                                          str(config.target_false_alarms_per_hour)})
-    fp32_path = export_onnx(model, config.work_dir / f"{config.name}.fp32.onnx", frontend.n_mels,
+    fp32_path = export_onnx(model, config.out_dir / f"{config.name}.fp32.onnx", frontend.n_mels,
                             recipe.train.window_frames, metadata)
     calibration = _calibration_windows(recipe, split["train"], audio, mel_basis)
     int8_path = quantize_int8(fp32_path, config.out_dir / f"{config.name}.onnx", calibration)
