@@ -19,8 +19,7 @@ from nightear.sources import WavSource  # noqa: E402
 from nightear_training.augment import AugmentConfig  # noqa: E402
 from nightear_training.build import BuildConfig, build  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips, load_folder, split_of  # noqa: E402
-from nightear_training.features import clip_features  # noqa: E402
-from nightear_training.recipe import Recipe  # noqa: E402
+from nightear_training.recipe import Recipe, clip_log_mels, load_bank  # noqa: E402
 from nightear_training.train import TrainConfig  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 
@@ -52,7 +51,8 @@ def test_training_features_are_the_daemons_features(data_root: Path) -> None:
     config = FrontendConfig()
     basis = librosa_mel_basis(config)
     daemon = log_mel(WavSource(clip.path, config.sample_rate).read_all(), config, basis)
-    assert np.array_equal(clip_features(clip, config, basis), daemon)
+    (training,) = clip_log_mels([clip], load_bank([clip], config), config, basis, 48)
+    assert np.array_equal(training, daemon)
 
 
 def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path) -> None:

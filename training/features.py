@@ -1,17 +1,15 @@
-"""Features for training, computed by the edge front-end itself.
+"""Audio and windows for training, the daemon's way.
 
-The daemon's `WavSource` reads and resamples, the daemon's `log_mel` computes the frames: the
-model is trained on exactly what it will hear in the field.
+The daemon's `WavSource` reads and resamples, the daemon's `log_mel` computes the frames (in
+`recipe` and `train`), and windows are cut here as the daemon cuts them: the model is trained
+and measured on exactly what it will hear in the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from nightear.frontend import FrontendConfig, MelBasis, log_mel
+from nightear.frontend import FrontendConfig
 from nightear.sources import WavSource
 from nightear_training.data import Clip
 
@@ -30,23 +28,6 @@ def pad_to(y: np.ndarray, n_samples: int) -> np.ndarray:
     if len(y) >= n_samples:
         return y
     return np.resize(y, n_samples) if len(y) else np.zeros(n_samples, dtype=y.dtype)
-
-
-def clip_features(
-    clip: Clip, config: FrontendConfig, mel_basis: MelBasis, window_frames: int = WINDOW_FRAMES
-) -> np.ndarray:
-    """(n_mels, n_frames >= window_frames) float32 log-mel of one clip."""
-    y = pad_to(load_audio(clip, config), config.samples_for_frames(window_frames))
-    return log_mel(y, config, mel_basis)
-
-
-def features_for(
-    clips: Sequence[Clip], config: FrontendConfig, mel_basis: MelBasis,
-    window_frames: int = WINDOW_FRAMES, workers: int = 2,
-) -> list[np.ndarray]:
-    """Log-mel of every clip, in order (threads: decoding and FFTs release the GIL)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda c: clip_features(c, config, mel_basis, window_frames), clips))
 
 
 def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
