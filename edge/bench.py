@@ -20,7 +20,7 @@ from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear.frontend import StreamingLogMel
 from nightear.pipeline import Detector, FrameWindows
-from nightear.sources import WavSource
+from nightear.sources import WavSource, int16_to_mono
 
 BLOCK_SECONDS = 0.1
 CHANNELS = 4
@@ -57,24 +57,25 @@ def run(classifier: OnnxClassifier, mono: np.ndarray) -> dict[str, object]:
     raw = (np.repeat(mono[:, None], CHANNELS, axis=1) * 32767).astype(np.int16)
     block = int(BLOCK_SECONDS * rate)
     blocks = [raw[i : i + block] for i in range(0, len(raw), block)]
-    mixed = [b.mean(axis=1, dtype=np.float32) / np.float32(32768.0) for b in blocks]
+    detector = Detector(classifier, DecisionConfig())
     fe = classifier.info.frontend
+    # each stage's input, made once by the stage before it, so each is timed alone
+    mixed = [int16_to_mono(b) for b in blocks]
     stream = StreamingLogMel(fe, classifier.mel_basis)
     frames = [stream.push(b) for b in mixed]
-    windows = FrameWindows(fe.n_mels, classifier.window_frames, 16)
+    windows = FrameWindows(fe.n_mels, classifier.window_frames, detector.windows.hop_frames)
     cut = [windows.push(f)[0] for f in frames]
     probs = np.concatenate([classifier.score(w) for w in cut])
     tracker = EventTracker(DecisionConfig(), classifier.info.threshold)
+    stream.reset()
     stages = {
-        "mixdown": _cpu(lambda: [b.mean(axis=1, dtype=np.float32) / np.float32(32768.0) for b in blocks]),
-        "frontend": _cpu(lambda: [StreamingLogMel(fe, classifier.mel_basis).push(b) for b in mixed]),
+        "mixdown": _cpu(lambda: [int16_to_mono(b) for b in blocks]),
+        "frontend": _cpu(lambda: [stream.push(b) for b in mixed]),
         "classifier": _cpu(lambda: [classifier.score(w) for w in cut]),
         "decision": _cpu(lambda: [tracker.push(WindowScore(i, i + 1, float(p)))
                                   for i, p in enumerate(probs)]),
     }
-    detector = Detector(classifier, DecisionConfig())
-    whole = _cpu(lambda: [detector.push(b.mean(axis=1, dtype=np.float32) / np.float32(32768.0))
-                          for b in blocks])
+    whole = _cpu(lambda: [detector.push(int16_to_mono(b)) for b in blocks])
     rss_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "audio_seconds": seconds, "channels": CHANNELS, "block_seconds": BLOCK_SECONDS,

@@ -111,6 +111,11 @@ class AudioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stall_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 5.0  # silence = a lost device
 
 
+def int16_to_mono(raw: np.ndarray) -> np.ndarray:
+    """(frames, channels) int16 as the device delivers it -> (frames,) float32 in [-1, 1]."""
+    return raw.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
+
+
 def _portaudio() -> Any:
     """sounddevice, imported only where a microphone is used (it needs libportaudio2)."""
     try:
@@ -222,7 +227,7 @@ class MicSource:
                     raw = self.ring.read()
                     if len(raw):
                         heard = time.monotonic()
-                        mono = raw.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
+                        mono = int16_to_mono(raw)
                         yield resampler.resample_chunk(mono) if resampler else mono
                     elif time.monotonic() - heard > s.stall_seconds or not stream.active:
                         # a USB microphone pulled out often just stops calling back
