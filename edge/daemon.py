@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -143,9 +144,14 @@ class Listener:
         return str(wav)
 
     def _write_metrics(self) -> None:
-        if self.settings.metrics.path:
-            write_atomically(Path(self.settings.metrics.path),
-                             prometheus_text(self.counters, self.node))
+        """Counters to the textfile; a disk problem is reported, detection goes on."""
+        if not self.settings.metrics.path:
+            return
+        try:
+            write_atomically(Path(self.settings.metrics.path), prometheus_text(self.counters, self.node))
+        except OSError as exc:
+            self.log(f"nightear: warning: metrics not written to {self.settings.metrics.path} "
+                     f"({exc.strerror or exc})")
 
     def _emit_event(self, change: EventChange, started: datetime) -> None:
         """Store the event (durable first), then print it."""
@@ -164,7 +170,10 @@ class Listener:
         if change.kind == "close":
             stored = replace(stored, clip=self._write_clip(stored, e.start_s, e.end_s))
         if self.store is not None:
-            self.store.save(stored)
+            try:
+                self.store.save(stored)
+            except (sqlite3.Error, OSError) as exc:  # a full disk: the line below still goes out
+                self.log(f"nightear: warning: event {stored.id} not stored ({exc})")
         self._emit({"event": change.kind, **asdict(stored), "start_s": round(e.start_s, 3),
                     "end_s": round(e.end_s, 3)})
 

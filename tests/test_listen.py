@@ -174,13 +174,17 @@ def test_event_clip_with_preroll_and_a_full_disk_that_costs_only_the_clip(fake_m
     def small_disk() -> None:  # files may not grow past 100 kB: writing a clip fails
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
+    blocked = tmp_path / "a-file"  # metrics "folder" that is a file: every write fails
+    blocked.write_text("")
+    config.write_text(config.read_text() + f"metrics:\n  path: {blocked / 'nightear.prom'}\n")
     full = subprocess.run([sys.executable, "-m", "nightear", "listen", "--config", str(config),
                            "--duration", "16"], capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=120, preexec_fn=small_disk)
     assert full.returncode == 0, full.stderr
     states = [json.loads(line)["state"] for line in full.stdout.splitlines()]
     assert states == ["open", "closed"] and json.loads(full.stdout.splitlines()[-1])["clip"] is None
-    assert "not written" in full.stderr
+    assert "clip" in full.stderr and "not written" in full.stderr
+    assert "metrics not written" in full.stderr
 
 
 def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
