@@ -161,7 +161,8 @@ def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, m
     sampled, _ = SampledBatches(sampler, recipe.frontend, mel_basis)(recipe.train.seed + 2,
                                                                       CALIBRATION_WINDOWS // 2)
     rng = np.random.default_rng(recipe.train.seed)
-    picks = rng.choice(len(train_clips), CALIBRATION_WINDOWS // 2, replace=len(train_clips) < 256)
+    half = CALIBRATION_WINDOWS // 2
+    picks = rng.choice(len(train_clips), half, replace=len(train_clips) < half)
     real = clip_log_mels([train_clips[i] for i in picks], audio, recipe.frontend, mel_basis,
                          recipe.train.window_frames)
     width = recipe.train.window_frames
