@@ -1,9 +1,14 @@
 """`nightear bench`: what the pipeline costs on this machine, stage by stage.
 
-CPU seconds per second of audio for each stage (4-channel 16-bit input fed in 0.1-s blocks, as
-a microphone array delivers it), the whole pipeline's real-time factor, peak memory, start-up
-to the first score, and a baseline in the same run: librosa.feature.melspectrogram plus the FP32
-model when one lies beside the INT8 file (`<name>.fp32.onnx`), else the INT8 model.
+CPU seconds per second of audio for each stage, fed 16-bit multichannel audio in 0.1-s blocks
+as a microphone array delivers it (the test audio arrives as a plane wave from bearing 60 at the
+simulated array, with independent noise on every microphone), the whole pipeline's real-time
+factor with the array stage and without it (channels averaged), peak memory, start-up to the
+first score, and a baseline in the same run: librosa.feature.melspectrogram plus the FP32 model
+when one lies beside the INT8 file (`<name>.fp32.onnx`), else the INT8 model.
+
+`bearing` is the cost of one fine SRP-PHAT per scored window, as if an event were open all the
+time; the daemon pays it only while one is.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from nightear.array import ArraySettings, ArrayStage, plane_wave
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear.frontend import StreamingLogMel
-from nightear.pipeline import Detector, FrameWindows
-from nightear.sources import WavSource, int16_to_mono
+from nightear.pipeline import Detector, FrameWindows, Pipeline
+from nightear.sources import WavSource, int16_to_float
 
 BLOCK_SECONDS = 0.1
-CHANNELS = 4
+SOURCE_BEARING_DEG = 60.0
 STARTUP_SNIPPET = """
 import numpy as np
 from nightear.classifier import OnnxClassifier
@@ -51,37 +57,58 @@ def test_audio(rate: int, seconds: float, path: Path | None = None) -> np.ndarra
     return (0.02 * hum + 0.01 * noise).astype(np.float32)
 
 
-def run(classifier: OnnxClassifier, mono: np.ndarray) -> dict[str, object]:
+def run(classifier: OnnxClassifier, mono: np.ndarray, array: ArraySettings) -> dict[str, object]:
     rate = classifier.info.frontend.sample_rate
     seconds = len(mono) / rate
-    raw = (np.repeat(mono[:, None], CHANNELS, axis=1) * 32767).astype(np.int16)
+    geometry = array.geometry()
+    recorded = plane_wave(mono, rate, geometry, SOURCE_BEARING_DEG, 20.0, array.speed_of_sound)
+    noise = np.random.default_rng(1).standard_normal((len(mono), geometry.mics)) * 0.003
+    recorded[:, list(geometry.mic_channels)] += noise.astype(np.float32)
+    raw = np.clip(recorded * 32768, -32768, 32767).astype(np.int16)
     block = int(BLOCK_SECONDS * rate)
     blocks = [raw[i : i + block] for i in range(0, len(raw), block)]
-    detector = Detector(classifier, DecisionConfig())
+    channels = geometry.device_channels
     fe = classifier.info.frontend
     # each stage's input, made once by the stage before it, so each is timed alone
-    mixed = [int16_to_mono(b) for b in blocks]
+    floats = [int16_to_float(b) for b in blocks]
+    stage = ArrayStage(geometry, array, rate)
+    beamed = [stage.push(b) for b in floats]
     stream = StreamingLogMel(fe, classifier.mel_basis)
-    frames = [stream.push(b) for b in mixed]
+    frames = [stream.push(b) for b in beamed]
+    detector = Detector(classifier, DecisionConfig())
     windows = FrameWindows(fe.n_mels, classifier.window_frames, detector.windows.hop_frames)
     cut = [windows.push(f)[0] for f in frames]
     probs = np.concatenate([classifier.score(w) for w in cut])
+    # windows whose frames the stage still holds, to time one bearing per window
+    recent = [(t, t + detector.window_seconds)
+              for t in np.arange(max(0.0, seconds - 7.0), seconds - 1.5, 0.25)]
     tracker = EventTracker(DecisionConfig(), classifier.info.threshold)
     stream.reset()
+    again = ArrayStage(geometry, array, rate)
     stages = {
-        "mixdown": _cpu(lambda: [int16_to_mono(b) for b in blocks]),
-        "frontend": _cpu(lambda: [stream.push(b) for b in mixed]),
+        "to_float": _cpu(lambda: [int16_to_float(b) for b in blocks]),
+        "array": _cpu(lambda: [again.push(b) for b in floats]),
+        "frontend": _cpu(lambda: [stream.push(b) for b in beamed]),
         "classifier": _cpu(lambda: [classifier.score(w) for w in cut]),
         "decision": _cpu(lambda: [tracker.push(WindowScore(i, i + 1, float(p)))
                                   for i, p in enumerate(probs)]),
+        "bearing": _cpu(lambda: [stage.bearing(a, b) for a, b in recent]) / len(recent) * len(probs),
     }
-    whole = _cpu(lambda: [detector.push(int16_to_mono(b)) for b in blocks])
+    pipeline = Pipeline(classifier, DecisionConfig(), rate, channels, array)
+    whole = _cpu(lambda: [pipeline.push(int16_to_float(b)) for b in blocks])
+    mixed = Pipeline(classifier, DecisionConfig(), rate, channels, None)
+    whole_mixed = _cpu(lambda: [mixed.push(int16_to_float(b)) for b in blocks])
+    check = stage.bearing(*recent[-1])
     rss_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "audio_seconds": seconds, "channels": CHANNELS, "block_seconds": BLOCK_SECONDS,
+        "audio_seconds": seconds, "array": geometry.name, "channels": channels,
+        "source_bearing_deg": SOURCE_BEARING_DEG,
+        "heard_bearing_deg": None if check is None else round((check.bearing_deg - array.heading_deg) % 360, 1),
+        "sample_rate": rate, "block_seconds": BLOCK_SECONDS,
         "cpu_ms_per_audio_second": {k: round(v / seconds * 1000, 3) for k, v in stages.items()},
         "pipeline_cpu_ms_per_audio_second": round(whole / seconds * 1000, 3),
         "pipeline_real_time_factor": round(seconds / whole, 1),
+        "pipeline_without_array_real_time_factor": round(seconds / whole_mixed, 1),
         "peak_rss_mb_pipeline": round(rss_pipeline / 2**20, 1),
         "startup_to_first_score_s": _startup(classifier.path),
         "baseline": _baseline(classifier, mono),

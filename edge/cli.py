@@ -21,11 +21,12 @@ from typing import TextIO
 import msgspec
 
 from nightear import __version__
+from nightear.array import PRESETS, ArraySettings
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
 from nightear.errors import ConfigError, NightearError
-from nightear.pipeline import Detector
+from nightear.pipeline import DetectorOutput, Pipeline
 from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threshold", type=_threshold, help="decision threshold in (0, 1)")
     detect.add_argument("--scores", action="store_true",
                         help="print one JSON line per scored window instead of events")
+    detect.add_argument("--array", choices=sorted(PRESETS), metavar="PRESET",
+                        help=f"the recording's microphone array ({', '.join(sorted(PRESETS))}): "
+                             "beamform and report bearings (default: the config's array)")
 
     listen = sub.add_parser("listen", help="listen to the microphone and print events live")
     listen.add_argument("--config", help="YAML config file (audio device, model, decision)")
@@ -64,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="ONNX model file (default: the shipped model)")
     bench.add_argument("--config", help="YAML config file")
     bench.add_argument("--audio", help="a recording to use (default: noise with a rotor hum)")
-    bench.add_argument("--seconds", type=float, default=120.0, help="seconds of 4-channel audio")
+    bench.add_argument("--seconds", type=float, default=120.0, help="seconds of audio")
+    bench.add_argument("--array", choices=sorted(PRESETS), metavar="PRESET",
+                       help="array to simulate (default: the config's array, else respeaker-4mic)")
 
     check = sub.add_parser("check", help="validate config, model and audio device, then exit")
     check.add_argument("--config", help="YAML config file")
@@ -163,10 +169,13 @@ def _events(args: argparse.Namespace) -> int:
     store = EventStore(path)
     for event in store.since(args.since):
         if args.json:
-            _emit(asdict(event))
+            track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
+            _emit({**asdict(event), **({"track": track} if track else {})})
         else:
+            bearing = "" if event.bearing_deg is None else \
+                f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
             print(f"{event.start}  {event.end}  {event.state:6s}  peak {event.peak_confidence:.2f}  "
-                  f"mean {event.mean_confidence:.2f}  {event.node}  {event.id}")
+                  f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
     store.close()
     return 0
 
@@ -174,10 +183,14 @@ def _events(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from nightear import bench
 
-    _, classifier = _load(args)
+    settings, classifier = _load(args)
+    array = settings.array
+    if args.array is not None or not array.enabled:
+        array = msgspec.structs.replace(array, preset=args.array or "respeaker-4mic", mics=None,
+                                        channels=None)
     audio = bench.test_audio(classifier.info.frontend.sample_rate, args.seconds,
                              Path(args.audio) if args.audio else None)
-    print(json.dumps(bench.run(classifier, audio), indent=2))
+    print(json.dumps(bench.run(classifier, audio, array), indent=2))
     return 0
 
 
@@ -188,9 +201,14 @@ def _check(args: argparse.Namespace) -> int:
     print(f"config: ok ({args.config or 'defaults'})")
     info = classifier.info
     print(f"model: ok ({classifier.path}, {info.name} {info.version}, threshold {info.threshold})")
-    mic = MicSource(settings.audio, info.frontend.sample_rate)
+    if settings.geometry is not None:
+        g = settings.geometry
+        print(f"array: ok ({g.name}, {g.mics} mics on channels {list(g.mic_channels)} of "
+              f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
+              f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'})")
+    mic = MicSource(settings.audio, settings.capture_channels)
     mic.check()
-    print(f"audio device: ok ({mic.device_info['name']!r}, {settings.audio.channels} ch, "
+    print(f"audio device: ok ({mic.device_info['name']!r}, {mic.channels} ch, "
           f"{settings.audio.sample_rate} Hz)")
     return 0
 
@@ -208,6 +226,9 @@ def _detect(args: argparse.Namespace) -> int:
     decision = settings.decision
     if args.threshold is not None:
         decision = msgspec.structs.replace(decision, threshold=args.threshold)
+    array = settings.array
+    if args.array is not None:
+        array = msgspec.structs.replace(array, preset=args.array, mics=None, channels=None)
     sources: list[WavSource | None] = []
     status = 0
     for path in args.paths:
@@ -221,41 +242,53 @@ def _detect(args: argparse.Namespace) -> int:
     for source in sources:
         if source is None:
             continue
-        detector = Detector(classifier, decision, settings.model.hop_seconds)
         try:
-            _detect_one(source, detector, args.scores, progress)
+            pipeline = Pipeline(classifier, decision, source.input_rate, source.channels, array,
+                                settings.model.hop_seconds)
+            _detect_one(source, pipeline, args.scores, progress)
         except NightearError as exc:
-            _error(str(exc))
+            _error(f"{source.path}: {exc}" if str(source.path) not in str(exc) else str(exc))
             status = EXIT_USER_ERROR
     progress.close()
     return status
 
 
-def _detect_one(source: WavSource, detector: Detector, scores: bool, progress: _Progress) -> None:
+def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress) -> None:
     name = str(source.path)
-    for block in source.blocks():
-        output = detector.push(block)
-        if scores:
-            for s in output.scores:
-                _emit({"file": name, "t_s": round(s.start_s, 3), "p": round(s.p, 4)})
-        else:
-            for change in output.changes:
-                if change.kind == "close":
-                    _emit(_event_json(name, change.event, detector))
-        progress.advance(len(block) / source.sample_rate)
-    for change in detector.finish():
-        if not scores and change.kind == "close":
-            _emit(_event_json(name, change.event, detector))
+    for block in source.raw_blocks():
+        _print_output(name, pipeline.push(block), pipeline, scores)
+        progress.advance(len(block) / source.input_rate)
+    _print_output(name, pipeline.finish(), pipeline, scores)
 
 
-def _event_json(name: str, event: DroneEvent, detector: Detector) -> dict[str, object]:
-    info = detector.classifier.info
-    return {
+def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool) -> None:
+    if scores:
+        for s in output.scores:
+            line: dict[str, object] = {"file": name, "t_s": round(s.start_s, 3), "p": round(s.p, 4)}
+            if s.bearing is not None:
+                line.update(bearing_deg=s.bearing.bearing_deg, elevation_deg=s.bearing.elevation_deg)
+            _emit(line)
+        return
+    for change in output.changes:
+        if change.kind == "close":
+            _emit(_event_json(name, change.event, pipeline))
+
+
+def _event_json(name: str, event: DroneEvent, pipeline: Pipeline) -> dict[str, object]:
+    info = pipeline.detector.classifier.info
+    line: dict[str, object] = {
         "file": name, "start_s": round(event.start_s, 3), "end_s": round(event.end_s, 3),
         "peak_confidence": round(event.peak_confidence, 4),
         "mean_confidence": round(event.mean_confidence, 4), "windows": event.windows,
         "model": f"{info.name}-{info.version}",
     }
+    if event.bearing_deg is not None:
+        line.update(bearing_deg=event.bearing_deg, bearing_spread_deg=event.bearing_spread_deg)
+        if event.bearing_mirror_deg is not None:
+            line.update(bearing_mirror_deg=event.bearing_mirror_deg)
+        else:
+            line.update(elevation_deg=event.elevation_deg)
+    return line
 
 
 def _emit(obj: dict[str, object]) -> None:

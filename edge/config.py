@@ -11,6 +11,7 @@ from typing import Annotated
 
 import msgspec
 
+from nightear.array import ArrayGeometry, ArraySettings
 from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
 from nightear.frontend import FrontendConfig
@@ -49,9 +50,29 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     frontend: FrontendConfig = FrontendConfig()
     decision: DecisionConfig = DecisionConfig()
     audio: AudioSettings = AudioSettings()
+    array: ArraySettings = ArraySettings()
     store: StoreSettings = StoreSettings()
     metrics: MetricsSettings = MetricsSettings()
     clips: ClipSettings = ClipSettings()
+
+    def __post_init__(self) -> None:
+        geometry = self.geometry
+        if geometry is not None and self.audio.channels is not None \
+                and self.audio.channels != geometry.device_channels:
+            raise ValueError(f"array {geometry.name} delivers {geometry.device_channels} channels "
+                             f"but audio.channels is {self.audio.channels}")
+
+    @property
+    def geometry(self) -> ArrayGeometry | None:
+        """The array's geometry, or None for a single microphone."""
+        return self.array.geometry(self.audio.channels) if self.array.enabled else None
+
+    @property
+    def capture_channels(self) -> int:
+        """Channels to open on the device: as configured, else what the array delivers, else 1."""
+        if self.audio.channels is not None:
+            return self.audio.channels
+        return self.geometry.device_channels if self.geometry is not None else 1
 
 
 def load_settings(path: str | Path | None) -> Settings:

@@ -1,7 +1,7 @@
 """The listening daemon: microphone -> pipeline -> live events, until told to stop.
 
-One loop owns the device: it opens the microphone, pushes every block through the same
-`Detector` as `nightear detect`, stores an event in SQLite and then writes its line when it
+One loop owns the device: it opens the microphone (or array), pushes every block through the
+same `Pipeline` as `nightear detect`, stores an event in SQLite and then writes its line when it
 opens (the live alert) and when it closes, and reopens a failing device with backoff instead
 of dying. SIGTERM and SIGINT stop it cleanly: the open event is closed and written before exit.
 """
@@ -28,10 +28,10 @@ from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import EventChange
 from nightear.errors import AudioError
-from nightear.pipeline import Detector, DetectorOutput
+from nightear.pipeline import DetectorOutput, Pipeline
 from nightear.sinks.clips import AudioHistory, ClipWriter
 from nightear.sinks.metrics import Counters, prometheus_text, sd_notify, write_atomically
-from nightear.sinks.store import EventStore, StoredEvent
+from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
 from nightear.sources import MicSource
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before reopening a failed device
@@ -76,23 +76,26 @@ class Listener:
                 self.stop.wait(wait)
 
     def _listen_once(self) -> None:
-        source = MicSource(self.settings.audio, self.classifier.info.frontend.sample_rate)
-        detector = Detector(self.classifier, self.settings.decision, self.settings.model.hop_seconds)
+        s = self.settings
+        source = MicSource(s.audio, s.capture_channels)
+        pipeline = Pipeline(self.classifier, s.decision, source.sample_rate, source.channels,
+                            s.array, s.model.hop_seconds)
         started = datetime.now(UTC)
         if self.clips is not None:
-            c = self.settings.clips
-            self.history = AudioHistory(c.preroll_seconds + c.max_seconds + 5.0, source.sample_rate)
+            self.history = AudioHistory(s.clips.preroll_seconds + s.clips.max_seconds + 5.0,
+                                        pipeline.sample_rate)
+        array = f", array {s.geometry.name}" if s.geometry is not None else ""
         self.log(f"nightear: listening on {source.device_info['name']!r} "
-                 f"({self.settings.audio.channels} ch, {self.settings.audio.sample_rate} Hz)")
+                 f"({source.channels} ch, {source.sample_rate} Hz{array})")
         try:
             for block in source.blocks(self.stop):
                 if self.duration_s is not None:
                     remaining = self.duration_s - self.counters.audio_seconds
                     block = block[: max(0, round(remaining * source.sample_rate))]
                 cpu = time.process_time()
+                output = pipeline.push(block)
                 if self.history is not None:
-                    self.history.push(block)
-                output = detector.push(block)
+                    self.history.push(output.audio)
                 self._account(block, output, time.process_time() - cpu, source)
                 if self.scores:
                     for s in output.scores:
@@ -104,7 +107,7 @@ class Listener:
         finally:
             self.log(f"nightear: stopped after {self.counters.audio_seconds:.1f} s of audio, "
                      f"{self.counters.events} events")
-            for change in detector.finish():
+            for change in pipeline.finish().changes:
                 self._emit_event(change, started)
             self._write_metrics()
             if source.overflows or source.ring.dropped_frames:
@@ -166,15 +169,22 @@ class Listener:
             end=(started + timedelta(seconds=e.end_s)).isoformat(timespec="milliseconds"),
             peak_confidence=round(e.peak_confidence, 4), mean_confidence=round(e.mean_confidence, 4),
             windows=e.windows, model=f"{info.name}-{info.version}", model_sha256=info.sha256,
+            bearing_deg=e.bearing_deg, bearing_spread_deg=e.bearing_spread_deg,
+            elevation_deg=e.elevation_deg, bearing_mirror_deg=e.bearing_mirror_deg,
         )
+        track = [StoredBearing((started + timedelta(seconds=p.t_s)).isoformat(timespec="milliseconds"),
+                               p.bearing_deg, p.elevation_deg, p.coherence, round(p.p, 4))
+                 for p in e.track]
         if change.kind == "close":
             stored = replace(stored, clip=self._write_clip(stored, e.start_s, e.end_s))
         if self.store is not None:
             try:
-                self.store.save(stored)
+                self.store.save(stored, track)
             except (sqlite3.Error, OSError) as exc:  # a full disk: the line below still goes out
                 self.log(f"nightear: warning: event {stored.id} not stored ({exc})")
-        self._emit({"event": change.kind, **asdict(stored), "start_s": round(e.start_s, 3),
+        line = {k: v for k, v in asdict(stored).items() if v is not None or not k.startswith(
+            ("bearing", "elevation"))}
+        self._emit({"event": change.kind, **line, "start_s": round(e.start_s, 3),
                     "end_s": round(e.end_s, 3)})
 
     def _emit(self, obj: dict[str, object]) -> None:

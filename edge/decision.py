@@ -8,11 +8,14 @@ probabilities are smoothed (moving mean over `smooth_windows`), an event opens a
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 import msgspec
+
+from nightear.array import Bearing
 
 
 class DecisionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -26,23 +29,52 @@ class DecisionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @dataclass(frozen=True)
 class WindowScore:
-    """One scored window: its time span in the stream (seconds) and drone probability."""
+    """One scored window: its time span in the stream (seconds), drone probability and, with
+    an array, where its sound came from."""
 
     start_s: float
     end_s: float
+    p: float
+    bearing: Bearing | None = None
+
+
+@dataclass(frozen=True)
+class TrackPoint:
+    """One window's bearing during an event: the drone's path as the array heard it."""
+
+    t_s: float  # the window's start in the stream
+    bearing_deg: float
+    elevation_deg: float | None
+    coherence: float
     p: float
 
 
 @dataclass(frozen=True)
 class DroneEvent:
     """One drone pass: from the first to the last window whose own probability is over the
-    threshold. Confidences are raw window probabilities over that span."""
+    threshold. Confidences are raw window probabilities over that span; the bearing is the
+    circular mean over its windows over the threshold, the spread their circular deviation."""
 
     start_s: float
     end_s: float
     peak_confidence: float
     mean_confidence: float
     windows: int
+    bearing_deg: float | None = None
+    bearing_spread_deg: float | None = None
+    elevation_deg: float | None = None
+    bearing_mirror_deg: float | None = None  # a linear array's mirror image of bearing_deg
+    track: tuple[TrackPoint, ...] = ()
+
+
+def circular_mean(degrees: list[float]) -> tuple[float, float]:
+    """Mean direction and circular standard deviation (both degrees) of bearings."""
+    angles = [math.radians(d) for d in degrees]
+    c = sum(math.cos(a) for a in angles) / len(angles)
+    s = sum(math.sin(a) for a in angles) / len(angles)
+    length = min(1.0, math.hypot(c, s))
+    spread = math.degrees(math.sqrt(-2.0 * math.log(length))) if length > 1e-12 else 180.0
+    return math.degrees(math.atan2(s, c)) % 360.0, spread
 
 
 @dataclass(frozen=True)
@@ -65,9 +97,24 @@ class _OpenEvent:
         over = [i for i, w in enumerate(self.windows) if w.p >= self.threshold]
         span = self.windows[over[0] : over[-1] + 1] if over else self.windows
         probs = [w.p for w in span]
-        return DroneEvent(
+        event = DroneEvent(
             start_s=span[0].start_s, end_s=span[-1].end_s, peak_confidence=max(probs),
             mean_confidence=sum(probs) / len(probs), windows=len(span),
+        )
+        located = [w for w in span if w.bearing is not None]
+        if not located:
+            return event
+        heard = [w.bearing for w in located if w.p >= self.threshold and w.bearing is not None]
+        heard = heard or [w.bearing for w in located if w.bearing is not None]
+        bearing, spread = circular_mean([b.bearing_deg for b in heard])
+        elevations = [b.elevation_deg for b in heard if b.elevation_deg is not None]
+        mirrors = [b.mirror_deg for b in heard if b.mirror_deg is not None]
+        track = tuple(TrackPoint(w.start_s, w.bearing.bearing_deg, w.bearing.elevation_deg,
+                                 w.bearing.coherence, w.p) for w in located if w.bearing is not None)
+        return replace(
+            event, bearing_deg=round(bearing, 1), bearing_spread_deg=round(spread, 1),
+            elevation_deg=round(sum(elevations) / len(elevations), 1) if elevations else None,
+            bearing_mirror_deg=round(circular_mean(mirrors)[0], 1) if mirrors else None, track=track,
         )
 
 

@@ -1,18 +1,26 @@
-"""The pipeline for one audio stream: front-end -> windows -> classifier -> decision.
+"""The pipeline for one audio stream: array (or channel mix) -> resampling -> front-end ->
+windows -> classifier -> decision.
 
-`Detector.push(block)` is the one path audio takes, whether it comes from a file or a
-microphone, so `nightear detect` and the daemon give the same scores on the same audio.
+`Pipeline.push(block)` is the one path device-format audio takes, whether it comes from a
+file or a microphone, so `nightear detect` and the daemon give the same scores and bearings on
+the same audio. `Detector` is its mono part, from 16 kHz samples on, which training shares.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import soxr
 
+from nightear.array import ArraySettings, ArrayStage, Bearing, ChannelMix
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore
+from nightear.errors import AudioError
 from nightear.frontend import StreamingLogMel
+
+Locator = Callable[[float, float], Bearing | None]
 
 DEFAULT_HOP_SECONDS = 0.25  # one window scored about every quarter second
 
@@ -21,6 +29,7 @@ DEFAULT_HOP_SECONDS = 0.25  # one window scored about every quarter second
 class DetectorOutput:
     scores: list[WindowScore]
     changes: list[EventChange]
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the mono it scored
 
 
 class FrameWindows:
@@ -58,8 +67,10 @@ class Detector:
         classifier: OnnxClassifier,
         decision: DecisionConfig,
         hop_seconds: float = DEFAULT_HOP_SECONDS,
+        locator: Locator | None = None,
     ):
         frontend = classifier.info.frontend
+        self.locator = locator  # bearings of windows that may belong to an event
         self.classifier = classifier
         self.frontend = StreamingLogMel(frontend, classifier.mel_basis)
         hop_frames = max(1, round(hop_seconds * frontend.sample_rate / frontend.hop_length))
@@ -79,12 +90,65 @@ class Detector:
         scores: list[WindowScore] = []
         changes: list[EventChange] = []
         for start, p in zip(starts, probs, strict=True):
-            start_s = start * self._frame_seconds
-            score = WindowScore(start_s, start_s + self._window_seconds, float(p))
+            start_s, end_s = start * self._frame_seconds, start * self._frame_seconds + self._window_seconds
+            bearing = None
+            if self.locator is not None and (p >= self.tracker.threshold or self.tracker.is_open):
+                bearing = self.locator(start_s, end_s)
+            score = WindowScore(start_s, end_s, float(p), bearing)
             scores.append(score)
             changes.extend(self.tracker.push(score))
-        return DetectorOutput(scores, changes)
+        return DetectorOutput(scores, changes, block)
 
     def finish(self) -> list[EventChange]:
         """End of stream: close any open event."""
         return self.tracker.flush()
+
+
+class Pipeline:
+    """Device-format audio in: (n, channels) float32 blocks at the device's rate.
+
+    With an array configured the array stage beamforms and locates; without one the channels
+    are averaged, so a single microphone (or a stereo file) takes the path it always took.
+    """
+
+    def __init__(self, classifier: OnnxClassifier, decision: DecisionConfig, input_rate: int,
+                 channels: int, array: ArraySettings | None = None,
+                 hop_seconds: float = DEFAULT_HOP_SECONDS):
+        self.input_rate, self.channels = input_rate, channels
+        rate = classifier.info.frontend.sample_rate
+        self.stage: ArrayStage | ChannelMix
+        locator = None
+        if array is not None and array.enabled:
+            geometry = array.geometry(channels)
+            if channels != geometry.device_channels:
+                raise AudioError(f"array {geometry.name} delivers {geometry.device_channels} channels, "
+                                 f"the audio has {channels}")
+            self.stage = ArrayStage(geometry, array, input_rate)
+            locator = self.stage.bearing
+        else:
+            self.stage = ChannelMix(None, channels)
+        self._resampler = (soxr.ResampleStream(input_rate, rate, 1, dtype="float32", quality="HQ")
+                           if input_rate != rate else None)
+        self.detector = Detector(classifier, decision, hop_seconds, locator)
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate of the mono stream the detector scores."""
+        return self.detector.classifier.info.frontend.sample_rate
+
+    def push(self, block: np.ndarray) -> DetectorOutput:
+        """block: (n, channels) float32 at the input rate."""
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise AudioError(f"expected {self.channels}-channel audio, got "
+                             f"{block.shape[1] if block.ndim == 2 else 1} channels")
+        mono = self.stage.push(block)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        return self.detector.push(mono)
+
+    def finish(self) -> DetectorOutput:
+        """End of stream: score what the resampler still holds, then close any open event."""
+        output = DetectorOutput([], [])
+        if self._resampler is not None:
+            output = self.detector.push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        return DetectorOutput(output.scores, output.changes + self.detector.finish(), output.audio)

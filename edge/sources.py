@@ -1,8 +1,8 @@
-"""Audio sources: they deliver mono float32 blocks at the front-end's sample rate.
+"""Audio sources: files and capture devices, as blocks of float32 samples.
 
-A source hides where audio comes from (a file now, a microphone array in the daemon) and
-what it looked like there (any sample rate, any channel count): it mixes down and resamples
-with soxr, so every later stage sees one format.
+`raw_blocks` gives what the device recorded, (n, channels) at its own rate, for the pipeline's
+array stage; `WavSource.blocks` mixes down and resamples with soxr to the front-end's mono
+format in one step, for training and tools that want a clip's samples.
 """
 
 from __future__ import annotations
@@ -61,12 +61,22 @@ class WavSource:
 
     def blocks(self, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
         """Yield (n,) float32 mono blocks at `sample_rate`; raises AudioError on a bad read."""
-        block_frames = max(1, int(block_seconds * self.input_rate))
         resampler = None
         if self.input_rate != self.sample_rate:
             resampler = soxr.ResampleStream(
                 self.input_rate, self.sample_rate, 1, dtype="float32", quality="HQ"
             )
+        frames_read = 0
+        for data in self.raw_blocks(block_seconds):
+            frames_read += len(data)
+            mono = data.mean(axis=1, dtype=np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=frames_read >= self.frames)
+            yield mono
+
+    def raw_blocks(self, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+        """Yield (n, channels) float32 blocks at the file's own rate; AudioError on a bad read."""
+        block_frames = max(1, int(block_seconds * self.input_rate))
         frames_read = 0
         try:
             with sf.SoundFile(str(self.path)) as handle:
@@ -75,10 +85,7 @@ class WavSource:
                     if len(data) == 0:
                         break
                     frames_read += len(data)
-                    mono = data.mean(axis=1, dtype=np.float32)
-                    if resampler is not None:
-                        mono = resampler.resample_chunk(mono, last=frames_read >= self.frames)
-                    yield mono
+                    yield data
         except (sf.SoundFileError, RuntimeError) as exc:
             raise AudioError(f"{self.path}: unreadable at {frames_read / self.input_rate:.1f} s "
                              f"({_reason(exc)})") from None
@@ -104,16 +111,17 @@ class AudioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The capture device, as the daemon opens it."""
 
     device: str | int | None = None  # name (or part of it) or index; None: the system default
-    channels: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    # channels to open; None: as many as array.preset delivers, else 1
+    channels: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
     sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)] = 16000  # the device's rate
     block_seconds: Annotated[float, msgspec.Meta(ge=0.01, le=1.0)] = 0.1  # PortAudio callback size
     buffer_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 10.0  # ring buffer length
     stall_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 5.0  # silence = a lost device
 
 
-def int16_to_mono(raw: np.ndarray) -> np.ndarray:
-    """(frames, channels) int16 as the device delivers it -> (frames,) float32 in [-1, 1]."""
-    return raw.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
+def int16_to_float(raw: np.ndarray) -> np.ndarray:
+    """(frames, channels) int16 as the device delivers it -> float32 in [-1, 1]."""
+    return raw.astype(np.float32) * np.float32(1.0 / 32768.0)
 
 
 def _portaudio() -> Any:
@@ -172,15 +180,16 @@ class RingBuffer:
 
 
 class MicSource:
-    """A capture device as mono float32 blocks at `sample_rate`.
+    """A capture device as (n, channels) float32 blocks at the device's rate.
 
-    PortAudio's callback only copies into the ring buffer; mixing down, resampling and
+    PortAudio's callback only copies into the ring buffer; the array stage, resampling and
     everything after run on the caller's thread. Input overflows (PortAudio could not keep up)
     and dropped frames (the pipeline could not) are counted, never fatal.
     """
 
-    def __init__(self, settings: AudioSettings, sample_rate: int):
-        self.settings, self.sample_rate = settings, sample_rate
+    def __init__(self, settings: AudioSettings, channels: int):
+        self.settings, self.channels = settings, channels
+        self.sample_rate = settings.sample_rate
         self.sd = _portaudio()
         try:
             self.device_info = self.sd.query_devices(settings.device, "input")
@@ -188,22 +197,22 @@ class MicSource:
             name = "default" if settings.device is None else repr(settings.device)
             raise AudioError(f"audio device {name}: {exc}; `nightear devices` lists the capture "
                              "devices") from None
-        if settings.channels > self.device_info["max_input_channels"]:
+        if channels > self.device_info["max_input_channels"]:
             raise AudioError(f"audio device {self.device_info['name']!r} has "
                              f"{self.device_info['max_input_channels']} input channels, config asks "
-                             f"for {settings.channels}")
+                             f"for {channels}")
         frames = int(settings.buffer_seconds * settings.sample_rate)
-        self.ring = RingBuffer(frames, settings.channels)
+        self.ring = RingBuffer(frames, channels)
         self.overflows = 0
 
     def check(self) -> None:
         """Ask PortAudio whether the device takes these settings, without opening it."""
         s = self.settings
         try:
-            self.sd.check_input_settings(device=s.device, channels=s.channels, dtype="int16",
+            self.sd.check_input_settings(device=s.device, channels=self.channels, dtype="int16",
                                          samplerate=s.sample_rate)
         except (ValueError, self.sd.PortAudioError) as exc:
-            raise AudioError(f"audio device {self.device_info['name']!r} refuses {s.channels} ch "
+            raise AudioError(f"audio device {self.device_info['name']!r} refuses {self.channels} ch "
                              f"at {s.sample_rate} Hz: {exc}") from None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
@@ -212,13 +221,10 @@ class MicSource:
         self.ring.write(indata)
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
-        """Yield mono float32 blocks until `stop` is set; AudioError if the device fails."""
+        """Yield (n, channels) float32 blocks until `stop` is set; AudioError if the device fails."""
         s = self.settings
-        resampler = None
-        if s.sample_rate != self.sample_rate:
-            resampler = soxr.ResampleStream(s.sample_rate, self.sample_rate, 1, dtype="float32")
         try:
-            with self.sd.InputStream(device=s.device, channels=s.channels, samplerate=s.sample_rate,
+            with self.sd.InputStream(device=s.device, channels=self.channels, samplerate=s.sample_rate,
                                      dtype="int16", blocksize=int(s.block_seconds * s.sample_rate),
                                      callback=self._callback) as stream:
                 heard = time.monotonic()
@@ -227,8 +233,7 @@ class MicSource:
                     raw = self.ring.read()
                     if len(raw):
                         heard = time.monotonic()
-                        mono = int16_to_mono(raw)
-                        yield resampler.resample_chunk(mono) if resampler else mono
+                        yield int16_to_float(raw)
                     elif time.monotonic() - heard > s.stall_seconds or not stream.active:
                         # a USB microphone pulled out often just stops calling back
                         raise AudioError(f"audio device {self.device_info['name']!r} delivered no "

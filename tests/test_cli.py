@@ -146,7 +146,12 @@ def test_bench_reports_every_stage_and_the_baseline() -> None:
     result = run_cli("bench", "--seconds", "5")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures["cpu_ms_per_audio_second"]) == {"mixdown", "frontend", "classifier", "decision"}
+    assert set(figures["cpu_ms_per_audio_second"]) == {"to_float", "array", "frontend", "classifier",
+                                                       "decision", "bearing"}
     assert figures["pipeline_real_time_factor"] > 1 and figures["channels"] == 4
+    assert figures["pipeline_without_array_real_time_factor"] > 1
+    assert figures["array"] == "respeaker-4mic"
+    # the simulated source is found where it was put
+    assert abs((figures["heard_bearing_deg"] - figures["source_bearing_deg"] + 180) % 360 - 180) < 5
     assert figures["startup_to_first_score_s"] > 0 and figures["peak_rss_mb_pipeline"] > 0
     assert set(figures["baseline"]["cpu_ms_per_audio_second"]) == {"librosa_melspectrogram", "model"}

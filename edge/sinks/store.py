@@ -2,13 +2,14 @@
 
 An event is inserted when it opens (the live alert) and updated when it closes, in one short
 transaction each, so a crash or a power cut loses at most the update in flight and never an
-alert. Other processes (`nightear events`, a sender) read it while the daemon writes.
+alert. Other processes (`nightear events`, a sender) read it while the daemon writes. With
+an array, each event keeps its bearing track: one row per scored window in `bearings`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +28,28 @@ CREATE TABLE IF NOT EXISTS events (
     windows INTEGER NOT NULL,
     model TEXT NOT NULL,
     model_sha256 TEXT NOT NULL,
-    clip TEXT
+    clip TEXT,
+    bearing_deg REAL,
+    bearing_spread_deg REAL,
+    elevation_deg REAL,
+    bearing_mirror_deg REAL
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start);
+CREATE TABLE IF NOT EXISTS bearings (
+    event_id TEXT NOT NULL REFERENCES events (id),
+    t TEXT NOT NULL,
+    bearing_deg REAL NOT NULL,
+    elevation_deg REAL,
+    coherence REAL NOT NULL,
+    confidence REAL NOT NULL,
+    PRIMARY KEY (event_id, t)
+);
 """
+# columns added after the first release, for stores written by an older nightear
+ADDED_COLUMNS = ("bearing_deg REAL", "bearing_spread_deg REAL", "elevation_deg REAL",
+                 "bearing_mirror_deg REAL")
+COLUMNS = ("id, node, state, start, end, peak_confidence, mean_confidence, windows, model, "
+           "model_sha256, clip, bearing_deg, bearing_spread_deg, elevation_deg, bearing_mirror_deg")
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,21 @@ class StoredEvent:
     model: str
     model_sha256: str
     clip: str | None = None  # the WAV with pre-roll, once the event has closed
+    bearing_deg: float | None = None  # with an array: where the drone was heard, clockwise
+    bearing_spread_deg: float | None = None  # circular deviation of the windows' bearings
+    elevation_deg: float | None = None
+    bearing_mirror_deg: float | None = None  # a linear array's equally likely mirror bearing
+
+
+@dataclass(frozen=True)
+class StoredBearing:
+    """One window's bearing in an event's track."""
+
+    t: str  # the window's start, UTC ISO-8601
+    bearing_deg: float
+    elevation_deg: float | None
+    coherence: float
+    confidence: float
 
 
 class EventStore:
@@ -61,23 +95,39 @@ class EventStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            for column in ADDED_COLUMNS:
+                if column.split()[0] not in have:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {column}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.path}: cannot open the event store ({exc})") from None
 
-    def save(self, event: StoredEvent) -> None:
+    def save(self, event: StoredEvent, track: Sequence[StoredBearing] = ()) -> None:
+        """Insert or update an event and its bearing track, in one transaction."""
+        names = [n.strip() for n in COLUMNS.split(",")]
+        values = tuple(getattr(event, name) for name in names)
+        updated = [n for n in names if n not in ("id", "node", "start", "model", "model_sha256")]
         with self._db:
             self._db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                "SET state=excluded.state, end=excluded.end, peak_confidence=excluded.peak_confidence,"
-                " mean_confidence=excluded.mean_confidence, windows=excluded.windows, "
-                "clip=excluded.clip",
-                (event.id, event.node, event.state, event.start, event.end, event.peak_confidence,
-                 event.mean_confidence, event.windows, event.model, event.model_sha256, event.clip),
+                f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * len(values))}) "
+                f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in updated)}",
+                values,
             )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO bearings VALUES (?, ?, ?, ?, ?, ?)",
+                [(event.id, b.t, b.bearing_deg, b.elevation_deg, b.coherence, b.confidence)
+                 for b in track],
+            )
+
+    def track(self, event_id: str) -> list[StoredBearing]:
+        """An event's per-window bearings, in time order."""
+        rows = self._db.execute("SELECT t, bearing_deg, elevation_deg, coherence, confidence FROM "
+                                "bearings WHERE event_id = ? ORDER BY t", (event_id,))
+        return [StoredBearing(*row) for row in rows]
 
     def since(self, start: datetime | None = None) -> Iterator[StoredEvent]:
         """Events that started at or after `start` (all without it), oldest first."""
-        query, args = "SELECT * FROM events", ()  # type: tuple[str, tuple[str, ...]]
+        query, args = f"SELECT {COLUMNS} FROM events", ()  # type: tuple[str, tuple[str, ...]]
         if start is not None:
             query, args = query + " WHERE start >= ?", (start.isoformat(timespec="milliseconds"),)
         for row in self._db.execute(query + " ORDER BY start", args):
