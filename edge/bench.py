@@ -103,7 +103,8 @@ def run(classifier: OnnxClassifier, mono: np.ndarray, array: ArraySettings) -> d
     return {
         "audio_seconds": seconds, "array": geometry.name, "channels": channels,
         "source_bearing_deg": SOURCE_BEARING_DEG,
-        "heard_bearing_deg": None if check is None else round((check.bearing_deg - array.heading_deg) % 360, 1),
+        "heard_bearing_deg": None if check is None else round(
+            (check.bearing_deg - array.heading_deg) % 360, 1),
         "sample_rate": rate, "block_seconds": BLOCK_SECONDS,
         "cpu_ms_per_audio_second": {k: round(v / seconds * 1000, 3) for k, v in stages.items()},
         "pipeline_cpu_ms_per_audio_second": round(whole / seconds * 1000, 3),

@@ -21,7 +21,7 @@ from typing import TextIO
 import msgspec
 
 from nightear import __version__
-from nightear.array import PRESETS, ArraySettings
+from nightear.array import PRESETS
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent

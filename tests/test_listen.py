@@ -21,12 +21,12 @@ EXAMPLE = REPO / "examples" / "drone-pass.flac"
 
 @pytest.fixture()
 def fake_mic(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A HOME whose .asoundrc makes the default capture device read `in.raw` (16-bit mono)."""
+    """A HOME whose .asoundrc makes the default capture device read `in.raw` (16-bit PCM)."""
 
-    def feed(recording: Path, rate: int = 16000) -> dict[str, str]:
-        y, file_rate = sf.read(recording, dtype="int16")
-        assert file_rate == rate and y.ndim == 1
-        y.astype("<i2").tofile(tmp_path / "in.raw")
+    def feed(recording: Path, rate: int = 16000, channels: int = 1) -> dict[str, str]:
+        y, file_rate = sf.read(recording, dtype="int16", always_2d=True)
+        assert file_rate == rate and y.shape[1] == channels
+        y.astype("<i2").tofile(tmp_path / "in.raw")  # interleaved, as the device delivers it
         (tmp_path / ".asoundrc").write_text(
             'pcm.!default { type plug; slave.pcm "fakein" }\n'
             f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; '
@@ -237,3 +237,33 @@ def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
     assert pings and max(t for t in pings if t < back) < back - 1.5
     assert max(pings) > back  # pinging again once audio flows
     notify.close()
+
+
+def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from nightear.array import PRESETS
+    from nightear_training.augment import array_recording
+
+    drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="float32")[0]
+    night = sf.read(FIXTURES / "night_background_16k.flac", dtype="float32")[0]
+    recording = array_recording(drone, night, PRESETS["respeaker-4mic"], 131.0, 20.0, 10.0,
+                                np.random.default_rng(0), noise_dbfs=-40.0)
+    four = tmp_path / "four.wav"
+    sf.write(four, recording, 16000, subtype="PCM_16")
+    env = fake_mic(four, channels=4)
+    db = tmp_path / "events.db"
+    config = tmp_path / "array.yaml"
+    config.write_text(f"array:\n  preset: respeaker-4mic\n  heading_deg: 90\nstore:\n  path: {db}\n")
+    result = listen(env, "--config", str(config), "--duration", "4.5")
+    assert result.returncode == 0, result.stderr
+    assert "4 ch, 16000 Hz, array respeaker-4mic" in result.stderr
+    opened, closed = (json.loads(line) for line in result.stdout.splitlines())
+    for event in (opened, closed):  # the live alert already says where to look
+        assert abs((event["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 5.0  # 131 + heading 90
+    assert closed["bearing_spread_deg"] <= 5.0
+    listed_json = run_cli("events", "--db", str(db), "--json").stdout
+    (stored,) = [json.loads(line) for line in listed_json.splitlines()]
+    assert stored["bearing_deg"] == closed["bearing_deg"]
+    assert len(stored["track"]) >= closed["windows"] and all(
+        abs((p["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 10.0 for p in stored["track"])
+    listed = run_cli("events", "--db", str(db)).stdout
+    assert f"bearing {closed['bearing_deg']:5.1f}" in listed

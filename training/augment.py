@@ -11,7 +11,9 @@ sees the same example twice:
 - `rotor_hum`: a synthetic multirotor (several detuned rotors, blade-pass harmonics with slow
   rpm wander, broadband noise), for the 40-100 Hz hum of large drones missing from the data;
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
-- `background_stream`: long ambience made of real clips joined end to end.
+- `background_stream`: long ambience made of real clips joined end to end;
+- `array_recording`: what a microphone array records of a drone from one direction in
+  ambience from many directions plus the microphones' own noise.
 
 `FieldSampler` draws training windows from these. audiomentations was weighed: its
 AirAbsorption is, in its own words, not scientifically accurate and stops at 100 m, its
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import soxr
+
+from nightear.array import ArrayGeometry, plane_wave
 
 SAMPLE_RATE = 16000
 REFERENCE_DISTANCE_M = 1.0
@@ -271,3 +275,34 @@ class FieldSampler:
         if level > -90.0:  # digital silence stays silence
             y = y * np.float32(10.0 ** ((rng.uniform(*c.level_dbfs) - level) / 20.0))
         return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def array_recording(drone: np.ndarray, ambience: np.ndarray, geometry: ArrayGeometry,
+                    azimuth_deg: float, elevation_deg: float, snr_db: float,
+                    rng: np.random.Generator, sample_rate: int = SAMPLE_RATE, noise_dbfs: float = -50.0,
+                    ambience_sources: int = 8, self_noise_share: float = 0.5) -> np.ndarray:
+    """An array recording of `drone` arriving as a plane wave from a direction, `snr_db` above
+    the noise at the microphones (mean power over mics, whole band), the noise `noise_dbfs`
+    RMS.
+
+    The noise is night ambience arriving from `ambience_sources` random directions (each a
+    different stretch of `ambience`, so they do not cohere) plus independent white noise on
+    every microphone, the electronics' own hiss, holding `self_noise_share` of the noise power.
+    Returns (len(drone), device_channels) float32; channels without a microphone stay silent.
+    """
+    n, mics = len(drone), list(geometry.mic_channels)
+    signal = plane_wave(drone, sample_rate, geometry, azimuth_deg, elevation_deg)
+    field = np.zeros_like(signal)
+    for _ in range(ambience_sources):
+        stretch = random_crop(np.tile(ambience, n // len(ambience) + 2), n, rng)
+        field += plane_wave(stretch, sample_rate, geometry, rng.uniform(0, 360), rng.uniform(0, 60))
+    hiss = np.zeros_like(signal)
+    hiss[:, mics] = rng.standard_normal((n, len(mics)))
+
+    def power(x: np.ndarray) -> float:
+        return float(np.mean(x[:, mics].astype(np.float64) ** 2)) + 1e-20
+
+    noise = (field * np.sqrt((1 - self_noise_share) / power(field))
+             + hiss * np.sqrt(self_noise_share / power(hiss))) * 10.0 ** (noise_dbfs / 20.0)
+    gain = np.sqrt(10.0 ** (snr_db / 10.0) * power(noise) / power(signal))
+    return (signal * gain + noise).astype(np.float32)
