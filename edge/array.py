@@ -313,6 +313,7 @@ class ArrayStage:
         self._filter_cache: dict[tuple[float, float] | None, np.ndarray] = {}
         self._filters = self._beam_filters(self.steering)
         self._pending = np.zeros((geometry.mics, self.taps - 1))
+        self._all_channels = geometry.mic_channels == tuple(range(geometry.device_channels))
         self._steer_every = max(1, round(STEER_SECONDS * rate / self.hop))
         self._steer_frames = max(1, round(STEER_AVERAGE_SECONDS * rate / self.hop))
         self.frames_done = 0
@@ -341,14 +342,15 @@ class ArrayStage:
         if block.ndim != 2 or block.shape[1] != self.geometry.device_channels:
             raise AudioError(f"array {self.geometry.name} needs {self.geometry.device_channels} "
                              f"channels, got {block.shape[1] if block.ndim == 2 else 1}")
-        mics = block[:, self.geometry.mic_channels].T.astype(np.float64)
-        samples = np.concatenate((self._pending, mics), axis=1)
+        mics = block if self._all_channels else block[:, self.geometry.mic_channels]
+        samples = np.concatenate((self._pending, mics.T), axis=1)  # float64: the FFT's own type
         count = (samples.shape[1] - self.n_fft) // self.hop + 1 if samples.shape[1] >= self.n_fft else 0
         if count == 0:
             self._pending = samples
             return np.zeros(0, dtype=np.float32)
-        frames = np.stack([samples[:, k * self.hop : k * self.hop + self.n_fft] for k in range(count)],
-                          axis=1)
+        step_mic, step = samples.strides
+        frames = np.lib.stride_tricks.as_strided(samples, (self.geometry.mics, count, self.n_fft),
+                                                 (step_mic, self.hop * step, step), writeable=False)
         spectra = np.fft.rfft(frames, axis=2)  # (mics, frames, bins)
         self._pending = samples[:, count * self.hop :]
         # a Hann window applied in frequency (-1/4, 1/2, -1/4 of neighbouring bins) tames the

@@ -193,8 +193,10 @@ class StreamingLogMel:
             self._pending = samples
             return np.zeros((self.config.n_mels, 0), dtype=np.float32)
         hop = self.config.hop_length
-        view = np.lib.stride_tricks.sliding_window_view(samples, self.config.n_fft)[::hop]
-        out = _frames_to_log_mel(view[:n_frames], self._window, self.mel_basis)
+        view = np.lib.stride_tricks.as_strided(samples, (n_frames, self.config.n_fft),
+                                               (hop * samples.strides[0], samples.strides[0]),
+                                               writeable=False)  # frames without copying
+        out = _frames_to_log_mel(view, self._window, self.mel_basis)
         self._pending = samples[n_frames * hop :].copy()
         self.frames_emitted += n_frames
         return out

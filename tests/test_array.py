@@ -252,3 +252,20 @@ def test_an_old_store_gains_the_bearing_columns_and_keeps_its_events(tmp_path: P
     assert [e.id for e in listed] == ["a", "b"] and listed[0].bearing_deg is None
     assert listed[1] == event
     assert [b.bearing_deg for b in store.track("b")] == [211.0, 214.0]
+
+
+def test_the_array_evaluation_reports_bearing_error_and_recall_by_snr(
+        model_path: Path, drone: np.ndarray, night: np.ndarray) -> None:
+    from nightear.classifier import OnnxClassifier
+    from nightear_training.array_eval import array_report, markdown
+
+    report = array_report(OnnxClassifier(model_path), [drone], [night], snrs=(-25, 20), log=lambda _: None)
+    bearings = report["bearing_error_vs_snr_db"]
+    assert set(bearings) == set(PRESETS)  # type: ignore[arg-type]
+    for preset in PRESETS:
+        errors = bearings[preset]  # type: ignore[index]
+        assert errors["20"]["median_deg"] <= 5.0 < errors["-25"]["median_deg"]
+    recall = report["detection"]["window_recall_vs_snr_db"]  # type: ignore[index]
+    assert recall["beam"]["20"] >= 0.5 and recall["beam"]["-25"] == 0.0
+    text = markdown(report)
+    assert "| 20 |" in text and "mics averaged" in text

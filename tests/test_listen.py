@@ -154,6 +154,14 @@ def test_check_validates_config_model_and_device(fake_mic, tmp_path: Path) -> No
     bad = subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(config)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "Expected `int` <= 16 - at `$.audio.channels`" in bad.stderr
+    array = tmp_path / "array.yaml"
+    array.write_text("array:\n  preset: respeaker-4mic\n  heading_deg: 45\n")
+    four = subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(array)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert four.returncode == 0, four.stderr
+    assert "array: ok (respeaker-4mic, 4 mics on channels [0, 1, 2, 3] of 4, aperture 81 mm, " \
+           "heading 45 deg, beam on)" in four.stdout
+    assert "audio device: ok ('default', 4 ch, 16000 Hz)" in four.stdout
 
 
 def test_event_clip_with_preroll_and_a_full_disk_that_costs_only_the_clip(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
-"""`python -m nightear_training build-default | evaluate | split`: rebuild the shipped model,
-measure a model file, or show the grouped split."""
+"""`python -m nightear_training build-default | evaluate | array-eval | split`: rebuild the
+shipped model, measure a model file (alone, or behind each microphone array), or show the
+grouped split."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folder", type=Path, help="new recordings: a folder with labels.csv")
     e.add_argument("--out", type=Path, help="where the report goes (default: beside the model)")
     e.add_argument("--max-clips-per-split", type=int)
+    a = sub.add_parser("array-eval", help="bearing error and recall with and without the beam")
+    a.add_argument("--model", type=Path, required=True)
+    a.add_argument("--data", type=Path)
+    a.add_argument("--out", type=Path, help="where the report goes (default: beside the model)")
+    a.add_argument("--max-passes", type=int, default=40, help="drone passes per SNR")
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     args = parser.parse_args(argv)
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))
+        return 0
+    if args.command == "array-eval":
+        from nightear_training.array_eval import evaluate_array
+
+        evaluate_array(args.model, args.data, args.out, args.max_passes)
         return 0
     extra = tuple(load_folder(args.folder)) if args.folder else ()
     if args.command == "evaluate":
