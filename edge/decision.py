@@ -101,16 +101,15 @@ class _OpenEvent:
             start_s=span[0].start_s, end_s=span[-1].end_s, peak_confidence=max(probs),
             mean_confidence=sum(probs) / len(probs), windows=len(span),
         )
-        located = [w for w in span if w.bearing is not None]
+        located = [(w, w.bearing) for w in span if w.bearing is not None]
         if not located:
             return event
-        heard = [w.bearing for w in located if w.p >= self.threshold and w.bearing is not None]
-        heard = heard or [w.bearing for w in located if w.bearing is not None]
+        heard = [b for w, b in located if w.p >= self.threshold] or [b for _, b in located]
         bearing, spread = circular_mean([b.bearing_deg for b in heard])
         elevations = [b.elevation_deg for b in heard if b.elevation_deg is not None]
         mirrors = [b.mirror_deg for b in heard if b.mirror_deg is not None]
-        track = tuple(TrackPoint(w.start_s, w.bearing.bearing_deg, w.bearing.elevation_deg,
-                                 w.bearing.coherence, w.p) for w in located if w.bearing is not None)
+        track = tuple(TrackPoint(w.start_s, b.bearing_deg, b.elevation_deg, b.coherence, w.p)
+                      for w, b in located)
         return replace(
             event, bearing_deg=round(bearing, 1), bearing_spread_deg=round(spread, 1),
             elevation_deg=round(sum(elevations) / len(elevations), 1) if elevations else None,

@@ -64,3 +64,25 @@ def test_smoothing_delays_the_alert_but_never_stretches_the_event() -> None:
     closed = changes[-1].event
     assert closed.start_s == 1 * HOP_S  # the first window that heard the drone
     assert closed.end_s == 3 * HOP_S + WINDOW_S  # window 4 is over only once smoothed
+
+
+def test_an_event_bearing_is_the_circular_mean_of_its_windows_across_north() -> None:
+    from nightear.array import Bearing
+
+    tracker = EventTracker(DecisionConfig(open_windows=2, close_windows=2), threshold=0.5)
+    windows = [(0.9, 356.0), (0.9, 2.0), (0.95, 6.0), (0.2, 180.0), (0.1, 180.0)]  # then it fades
+    changes: list[EventChange] = []
+    for i, (p, bearing) in enumerate(windows):
+        changes += tracker.push(WindowScore(i * HOP_S, i * HOP_S + WINDOW_S, p,
+                                            Bearing(bearing, 20.0, 0.8)))
+    opened, closed = changes[0].event, changes[-1].event
+    assert opened.bearing_deg == 359.0  # the alert already says where: between 356 and 2, not 179
+    assert closed.bearing_deg == 1.3 and closed.elevation_deg == 20.0
+    assert 3.0 < closed.bearing_spread_deg < 6.0  # type: ignore[operator]
+    # the track holds every window of the pass; the faded windows after it do not count
+    assert [t.bearing_deg for t in closed.track] == [356.0, 2.0, 6.0]
+
+
+def test_without_an_array_events_have_no_bearing() -> None:
+    (closed,) = [c.event for c in run([0.9, 0.9, 0.1, 0.1, 0.1, 0.1]) if c.kind == "close"]
+    assert closed.bearing_deg is None and closed.track == ()

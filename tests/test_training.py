@@ -114,3 +114,15 @@ def test_threshold_makes_fewest_errors_and_prefers_fewer_false_alarms() -> None:
     assert 0.3 < accuracy_threshold(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels) < 0.8
     # one error either way (a loud negative at 0.6 or a quiet positive at 0.3): take the higher
     assert 0.6 < accuracy_threshold(np.array([0.1, 0.6, 0.3, 0.8, 0.9]), np.array([0, 0, 1, 1, 1])) < 0.8
+
+
+def test_array_evaluation_of_the_shipped_model_writes_its_report(data_root: Path, model_path: Path,
+                                                                 tmp_path: Path) -> None:
+    from nightear_training.__main__ import main
+
+    assert main(["array-eval", "--model", str(model_path), "--data", str(data_root), "--out",
+                 str(tmp_path), "--max-passes", "2"]) == 0
+    report = json.loads((tmp_path / "nightear-drone.array.json").read_text())
+    assert report["drone_passes"] == 2 and report["night_clips"] > 0
+    assert report["bearing_error_vs_snr_db"]["respeaker-4mic"]["20"]["median_deg"] <= 5.0
+    assert "Bearing error" in (tmp_path / "nightear-drone.array.md").read_text()

@@ -179,7 +179,7 @@ def evaluate_array(model: Path, data_root: Path | None = None, out_dir: Path | N
     out_dir = out_dir or model.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{classifier.info.name}.array"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    Path(f"{stem}.md").write_text(markdown(report))
     log(f"wrote {stem}.json and {stem}.md")
     return report
