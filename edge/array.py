@@ -235,6 +235,7 @@ class Srp:
         self.coarse_azimuths = np.arange(0.0, 360.0, self.COARSE_STEP_DEG)
         self._coarse_el = coarse_el
         self._coarse = self._lookup(self.coarse_azimuths[None, :], coarse_el[:, None])
+        self._fine: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # per coarse peak
 
     def _lookup(self, azimuths: np.ndarray, elevations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each direction's lag falls in the flattened (pairs, lags) correlation."""
@@ -269,11 +270,13 @@ class Srp:
         best, searched again at 1 degree and every elevation around it, and the azimuth refined
         between grid points by a parabola through the peak and its neighbours."""
         gcc = self._gcc(cross)
-        coarse = self._power(gcc, self._coarse)
-        best = self.coarse_azimuths[int(np.argmax(coarse)) % len(self.coarse_azimuths)]
-        span = self.COARSE_STEP_DEG + 2 * self.FINE_STEP_DEG
-        azimuths = best + np.arange(-span, span + 1e-9, self.FINE_STEP_DEG)
-        power = self._power(gcc, self._lookup(azimuths[None, :], self.elevations[:, None]))
+        best = int(np.argmax(self._power(gcc, self._coarse))) % len(self.coarse_azimuths)
+        if best not in self._fine:
+            span = self.COARSE_STEP_DEG + 2 * self.FINE_STEP_DEG
+            around = self.coarse_azimuths[best] + np.arange(-span, span + 1e-9, self.FINE_STEP_DEG)
+            self._fine[best] = (around, *self._lookup(around[None, :], self.elevations[:, None]))
+        azimuths, *lookup = self._fine[best]
+        power = self._power(gcc, (lookup[0], lookup[1]))
         power = power.reshape(len(self.elevations), len(azimuths))
         e, a = np.unravel_index(int(np.argmax(power)), power.shape)
         az = float(azimuths[a])
@@ -307,6 +310,8 @@ class ArrayStage:
         self._edged = slice(int(band[0]) - 1, int(band[-1]) + 2)  # the band and a bin either side
         self._pair_i, self._pair_j = np.triu_indices(geometry.mics, 1)
         self.srp = Srp(geometry, freqs[band], self.c)
+        self._linear = geometry.dimensions == 1
+        self._line_deg = geometry.line_axis_deg() if self._linear else 0.0
         self._mix = np.full(geometry.mics, 1.0 / geometry.mics, dtype=np.float32)
         # where the beam points (array frame); None: no beam, every mic weighs the same
         self.steering: tuple[float, float] | None = (0.0, 0.0) if settings.beamform else None
@@ -387,10 +392,10 @@ class ArrayStage:
         azimuth, elevation, coherence = self.srp.peak(np.sum(spans, axis=0))
         heading = self.settings.heading_deg
         mirror = None
-        if self.geometry.dimensions == 1:
-            mirror = round((2 * self.geometry.line_axis_deg() - azimuth + heading) % 360.0, 1)
+        if self._linear:
+            mirror = round((2 * self._line_deg - azimuth + heading) % 360.0, 1)
         return Bearing(round((azimuth + heading) % 360.0, 1),
-                       None if self.geometry.dimensions == 1 else round(elevation, 1),
+                       None if self._linear else round(elevation, 1),
                        round(coherence, 3), mirror)
 
 

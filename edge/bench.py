@@ -8,7 +8,8 @@ first score, and a baseline in the same run: librosa.feature.melspectrogram plus
 when one lies beside the INT8 file (`<name>.fp32.onnx`), else the INT8 model.
 
 `bearing` is the cost of one fine SRP-PHAT per scored window, as if an event were open all the
-time; the daemon pays it only while one is.
+time; the daemon pays it only while one may be (`pipeline_windows_with_bearing` says for what
+share of the test audio's windows it did).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nightear.array import ArraySettings, ArrayStage, plane_wave
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear.frontend import StreamingLogMel
-from nightear.pipeline import Detector, FrameWindows, Pipeline
+from nightear.pipeline import Detector, DetectorOutput, FrameWindows, Pipeline
 from nightear.sources import WavSource, int16_to_float
 
 BLOCK_SECONDS = 0.1
@@ -95,7 +96,9 @@ def run(classifier: OnnxClassifier, mono: np.ndarray, array: ArraySettings) -> d
         "bearing": _cpu(lambda: [stage.bearing(a, b) for a, b in recent]) / len(recent) * len(probs),
     }
     pipeline = Pipeline(classifier, DecisionConfig(), rate, channels, array)
-    whole = _cpu(lambda: [pipeline.push(int16_to_float(b)) for b in blocks])
+    outputs: list[DetectorOutput] = []
+    whole = _cpu(lambda: outputs.extend(pipeline.push(int16_to_float(b)) for b in blocks))
+    located = sum(s.bearing is not None for o in outputs for s in o.scores)
     mixed = Pipeline(classifier, DecisionConfig(), rate, channels, None)
     whole_mixed = _cpu(lambda: [mixed.push(int16_to_float(b)) for b in blocks])
     check = stage.bearing(*recent[-1])
@@ -109,6 +112,7 @@ def run(classifier: OnnxClassifier, mono: np.ndarray, array: ArraySettings) -> d
         "cpu_ms_per_audio_second": {k: round(v / seconds * 1000, 3) for k, v in stages.items()},
         "pipeline_cpu_ms_per_audio_second": round(whole / seconds * 1000, 3),
         "pipeline_real_time_factor": round(seconds / whole, 1),
+        "pipeline_windows_with_bearing": round(located / max(1, len(probs)), 3),
         "pipeline_without_array_real_time_factor": round(seconds / whole_mixed, 1),
         "peak_rss_mb_pipeline": round(rss_pipeline / 2**20, 1),
         "startup_to_first_score_s": _startup(classifier.path),

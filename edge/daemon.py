@@ -98,8 +98,12 @@ class Listener:
                     self.history.push(output.audio)
                 self._account(block, output, time.process_time() - cpu, source)
                 if self.scores:
-                    for s in output.scores:
-                        self._emit({"t_s": round(s.start_s, 3), "p": round(s.p, 4)})
+                    for score in output.scores:
+                        line: dict[str, object] = {"t_s": round(score.start_s, 3), "p": round(score.p, 4)}
+                        if score.bearing is not None:
+                            line.update(bearing_deg=score.bearing.bearing_deg,
+                                        elevation_deg=score.bearing.elevation_deg)
+                        self._emit(line)
                 for change in output.changes:
                     self._emit_event(change, started)
                 if self.duration_s is not None and self.counters.audio_seconds >= self.duration_s - 1e-9:

@@ -73,7 +73,7 @@ def circular_mean(degrees: list[float]) -> tuple[float, float]:
     c = sum(math.cos(a) for a in angles) / len(angles)
     s = sum(math.sin(a) for a in angles) / len(angles)
     length = min(1.0, math.hypot(c, s))
-    spread = math.degrees(math.sqrt(-2.0 * math.log(length))) if length > 1e-12 else 180.0
+    spread = math.degrees(math.sqrt(max(0.0, -2.0 * math.log(length)))) if length > 1e-12 else 180.0
     return math.degrees(math.atan2(s, c)) % 360.0, spread
 
 

@@ -233,7 +233,10 @@ class MicSource:
                     raw = self.ring.read()
                     if len(raw):
                         heard = time.monotonic()
-                        yield int16_to_float(raw)
+                        # a backlog (the pipeline fell behind) goes on in 1-s pieces, so memory
+                        # stays bounded however much the ring held
+                        for start in range(0, len(raw), s.sample_rate):
+                            yield int16_to_float(raw[start : start + s.sample_rate])
                     elif time.monotonic() - heard > s.stall_seconds or not stream.active:
                         # a USB microphone pulled out often just stops calling back
                         raise AudioError(f"audio device {self.device_info['name']!r} delivered no "

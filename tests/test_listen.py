@@ -275,3 +275,6 @@ def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_
         abs((p["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 10.0 for p in stored["track"])
     listed = run_cli("events", "--db", str(db)).stdout
     assert f"bearing {closed['bearing_deg']:5.1f}" in listed
+    scores = listen(env, "--config", str(config), "--duration", "4.5", "--scores")
+    located = [json.loads(line) for line in scores.stdout.splitlines() if "bearing_deg" in line]
+    assert located and all(abs((s["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 10.0 for s in located)
