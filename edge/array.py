@@ -312,7 +312,6 @@ class ArrayStage:
         self.srp = Srp(geometry, freqs[band], self.c)
         self._linear = geometry.dimensions == 1
         self._line_deg = geometry.line_axis_deg() if self._linear else 0.0
-        self._mix = np.full(geometry.mics, 1.0 / geometry.mics, dtype=np.float32)
         # where the beam points (array frame); None: no beam, every mic weighs the same
         self.steering: tuple[float, float] | None = (0.0, 0.0) if settings.beamform else None
         self._filter_cache: dict[tuple[float, float] | None, np.ndarray] = {}
@@ -400,14 +399,11 @@ class ArrayStage:
 
 
 class ChannelMix:
-    """The stage without an array, or with the beam turned off: the mean of the mic channels."""
+    """The stage without an array: the mean of the channels (one matrix-vector product), as a
+    single microphone or a stereo file has always been heard."""
 
-    def __init__(self, mic_channels: tuple[int, ...] | None, device_channels: int):
-        self.device_channels = device_channels
-        picked = mic_channels if mic_channels is not None else tuple(range(device_channels))
-        self._weights = np.zeros(device_channels, dtype=np.float32)
-        self._weights[list(picked)] = 1.0 / len(picked)
-        self.latency_samples = 0.0
+    def __init__(self, channels: int):
+        self._weights = np.full(channels, 1.0 / channels, dtype=np.float32)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         return block @ self._weights

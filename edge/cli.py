@@ -26,7 +26,7 @@ from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
 from nightear.errors import ConfigError, NightearError
-from nightear.pipeline import DetectorOutput, Pipeline
+from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
@@ -264,10 +264,7 @@ def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _
 def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool) -> None:
     if scores:
         for s in output.scores:
-            line: dict[str, object] = {"file": name, "t_s": round(s.start_s, 3), "p": round(s.p, 4)}
-            if s.bearing is not None:
-                line.update(bearing_deg=s.bearing.bearing_deg, elevation_deg=s.bearing.elevation_deg)
-            _emit(line)
+            _emit({"file": name, **score_line(s)})
         return
     for change in output.changes:
         if change.kind == "close":

@@ -28,7 +28,7 @@ from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import EventChange
 from nightear.errors import AudioError
-from nightear.pipeline import DetectorOutput, Pipeline
+from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.clips import AudioHistory, ClipWriter
 from nightear.sinks.metrics import Counters, prometheus_text, sd_notify, write_atomically
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
@@ -99,11 +99,7 @@ class Listener:
                 self._account(block, output, time.process_time() - cpu, source)
                 if self.scores:
                     for score in output.scores:
-                        line: dict[str, object] = {"t_s": round(score.start_s, 3), "p": round(score.p, 4)}
-                        if score.bearing is not None:
-                            line.update(bearing_deg=score.bearing.bearing_deg,
-                                        elevation_deg=score.bearing.elevation_deg)
-                        self._emit(line)
+                        self._emit(score_line(score))
                 for change in output.changes:
                     self._emit_event(change, started)
                 if self.duration_s is not None and self.counters.audio_seconds >= self.duration_s - 1e-9:

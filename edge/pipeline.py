@@ -32,6 +32,14 @@ class DetectorOutput:
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the mono it scored
 
 
+def score_line(score: WindowScore) -> dict[str, object]:
+    """A scored window as `--scores` prints it: start, probability and, with an array, bearing."""
+    line: dict[str, object] = {"t_s": round(score.start_s, 3), "p": round(score.p, 4)}
+    if score.bearing is not None:
+        line.update(bearing_deg=score.bearing.bearing_deg, elevation_deg=score.bearing.elevation_deg)
+    return line
+
+
 class FrameWindows:
     """Collects log-mel frames and cuts windows of `window_frames` every `hop_frames`."""
 
@@ -126,7 +134,7 @@ class Pipeline:
             self.stage = ArrayStage(geometry, array, input_rate)
             locator = self.stage.bearing
         else:
-            self.stage = ChannelMix(None, channels)
+            self.stage = ChannelMix(channels)
         self._resampler = (soxr.ResampleStream(input_rate, rate, 1, dtype="float32", quality="HQ")
                            if input_rate != rate else None)
         self.detector = Detector(classifier, decision, hop_seconds, locator)
