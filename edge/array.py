@@ -1,8 +1,8 @@
 """The array stage: where a sound comes from (SRP-PHAT) and a beam toward it (delay-and-sum).
 
 Multichannel audio at the device's rate goes in, one mono stream at the same rate comes out
-for the front-end. Each channel is cut into frames once (overlap-save, rectangular) and every
-frame's spectrum serves two ends:
+for the front-end. Each channel is cut into frames once (overlap-save, rectangular; the FFT
+size is the power of two nearest 64 ms at the rate) and every frame's spectrum serves two ends:
 
 - **Beam**: each microphone is delayed by a fractional-delay FIR (a windowed sinc, applied in
   the frequency domain) so that a plane wave from the steering direction adds in phase; sound
@@ -40,6 +40,7 @@ FIR_HALF_TAPS = 16  # half-length of the fractional-delay sinc
 STEER_SECONDS = 0.5  # how often the beam is re-aimed
 STEER_AVERAGE_SECONDS = 1.0  # the beam aims at the strongest direction of the last second
 HISTORY_SECONDS = 8.0  # cross-spectra kept for bearings of windows already scored
+MAX_APERTURE_M = 1.0  # wider than this is a typo (centimetres for metres), not a small array
 LAG_STEP_S = 4e-6  # GCC lag resolution (1.4 mm of path); the SRP interpolates between lags
 
 PresetName = Literal["respeaker-4mic", "respeaker-6mic", "uma-8"]
@@ -138,6 +139,14 @@ class ArraySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("give either array.preset or array.mics, not both")
         if self.mics is not None and len(self.mics) < 2:
             raise ValueError("array.mics needs at least two microphones")
+        if self.mics is not None:
+            if not all(math.isfinite(v) for mic in self.mics for v in mic):
+                raise ValueError("array.mics holds a value that is not a number")
+            spread = max(math.dist(a + [0.0] * (3 - len(a)), b + [0.0] * (3 - len(b)))
+                         for a in self.mics for b in self.mics)
+            if spread > MAX_APERTURE_M:
+                raise ValueError(f"array.mics are {spread:.2f} m apart at the most; give metres "
+                                 f"(a small array spans under {MAX_APERTURE_M:.0f} m)")
         if self.channels is not None and (self.mics is None or len(self.channels) != len(self.mics)):
             raise ValueError("array.channels needs array.mics, one channel per microphone")
         if self.band_low_hz >= self.band_high_hz:
@@ -221,10 +230,10 @@ class Srp:
         max_lag = float(np.sqrt((self._baselines**2).sum(-1)).max()) / speed_of_sound
         self._half = int(np.ceil(max_lag / LAG_STEP_S)) + 1
         spacing = float(freqs[1] - freqs[0])
-        self._group = max(1, int(0.25 / (2 * np.pi * spacing * max_lag)))
-        groups = len(freqs) // self._group
-        self.n_freqs = groups * self._group
-        centres = freqs[: self.n_freqs].reshape(groups, self._group).mean(axis=1)
+        self.group = max(1, int(0.25 / (2 * np.pi * spacing * max_lag)))
+        groups = len(freqs) // self.group
+        self.n_freqs = groups * self.group
+        centres = freqs[: self.n_freqs].reshape(groups, self.group).mean(axis=1)
         lags = np.arange(-self._half, self._half + 1) * LAG_STEP_S
         phase = 2 * np.pi * centres[:, None] * lags[None, :]
         # R(lag) = sum_f Re(G(f) e^{j 2 pi f lag}) = Re(G) cos - Im(G) sin, as one matmul
@@ -250,7 +259,7 @@ class Srp:
     def _gcc(self, cross: np.ndarray) -> np.ndarray:
         """(pairs, freqs) cross-spectra -> flattened (pairs, lags) GCC-PHAT."""
         phat = cross[:, : self.n_freqs] / np.maximum(np.abs(cross[:, : self.n_freqs]), 1e-20)
-        grouped = phat.reshape(len(self.pairs), -1, self._group).sum(axis=2)
+        grouped = phat.reshape(len(self.pairs), -1, self.group).sum(axis=2)
         return (np.concatenate((grouped.real, grouped.imag), axis=1).astype(np.float32)
                 @ self._basis).ravel()
 
@@ -267,8 +276,8 @@ class Srp:
 
     def peak(self, cross: np.ndarray) -> tuple[float, float, float]:
         """(azimuth_deg, elevation_deg, coherence) of the strongest direction: the coarse grid's
-        best, searched again at 1 degree and every elevation around it, and the azimuth refined
-        between grid points by a parabola through the peak and its neighbours."""
+        best, searched again at 1 degree and every 10 degrees of elevation around it, both
+        refined between grid points by a parabola through the peak and its neighbours."""
         gcc = self._gcc(cross)
         best = int(np.argmax(self._power(gcc, self._coarse))) % len(self.coarse_azimuths)
         if best not in self._fine:
@@ -278,14 +287,21 @@ class Srp:
         azimuths, *lookup = self._fine[best]
         power = self._power(gcc, (lookup[0], lookup[1]))
         power = power.reshape(len(self.elevations), len(azimuths))
-        e, a = np.unravel_index(int(np.argmax(power)), power.shape)
-        az = float(azimuths[a])
-        if 0 < a < len(azimuths) - 1:
-            left, mid, right = power[e, a - 1], power[e, a], power[e, a + 1]
-            curve = left - 2 * mid + right
-            if curve < 0:
-                az += self.FINE_STEP_DEG * float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5))
-        return az % 360.0, float(self.elevations[e]), float(power[e, a])
+        e, a = divmod(int(np.argmax(power)), len(azimuths))
+        az = float(azimuths[a]) + self.FINE_STEP_DEG * _vertex(power[e], a)
+        el = float(self.elevations[e])
+        if len(self.elevations) > 1:
+            el += float(self.elevations[1] - self.elevations[0]) * _vertex(power[:, a], e)
+        return az % 360.0, max(0.0, el), float(power[e, a])
+
+
+def _vertex(values: np.ndarray, i: int) -> float:
+    """Where between grid points a parabola through values[i-1:i+2] peaks (-0.5..0.5)."""
+    if not 0 < i < len(values) - 1:
+        return 0.0
+    left, mid, right = values[i - 1], values[i], values[i + 1]
+    curve = left - 2 * mid + right
+    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < 0 else 0.0
 
 
 class ArrayStage:
@@ -296,20 +312,27 @@ class ArrayStage:
         self.geometry, self.settings, self.rate = geometry, settings, rate
         self.c = settings.speed_of_sound
         self.n_fft = 1 << round(math.log2(FRAME_SECONDS * rate))
-        max_delay = geometry.aperture_m / self.c * rate  # samples between the extreme mics
-        self.taps = 2 * FIR_HALF_TAPS + int(np.ceil(max_delay)) + 1
+        # the beam's delays are taken about the array's centroid, wherever the coordinates put
+        # their origin; the farthest mic from it sets how far they reach either way
+        self._centred = geometry.positions - geometry.positions.mean(axis=0)
+        reach = float(np.sqrt((self._centred**2).sum(axis=1)).max()) / self.c * rate  # samples
+        self.taps = 2 * FIR_HALF_TAPS + int(np.ceil(2 * reach)) + 1
         self.hop = self.n_fft - (self.taps - 1)
         # every beam delays by this much, so that each mic's own delay is positive
-        self.latency_samples = FIR_HALF_TAPS + max_delay / 2
+        self.latency_samples = FIR_HALF_TAPS + reach
         freqs = np.fft.rfftfreq(self.n_fft, 1.0 / rate)
         high = min(settings.band_high_hz, 0.45 * rate)
         band = np.flatnonzero((freqs >= settings.band_low_hz) & (freqs <= high))
+        too_narrow = (f"array.band_low_hz..band_high_hz ({settings.band_low_hz:.0f}-"
+                      f"{settings.band_high_hz:.0f} Hz) is too narrow for bearings at {rate} Hz "
+                      f"(usable up to {high:.0f} Hz); widen it")
         if len(band) < 4:
-            raise AudioError(f"array band {settings.band_low_hz:.0f}-{high:.0f} Hz holds too few "
-                             f"frequencies at {rate} Hz")
+            raise AudioError(too_narrow)
         self._edged = slice(int(band[0]) - 1, int(band[-1]) + 2)  # the band and a bin either side
         self._pair_i, self._pair_j = np.triu_indices(geometry.mics, 1)
         self.srp = Srp(geometry, freqs[band], self.c)
+        if self.srp.n_freqs < 4 * self.srp.group:
+            raise AudioError(too_narrow)
         self._linear = geometry.dimensions == 1
         self._line_deg = geometry.line_axis_deg() if self._linear else 0.0
         # where the beam points (array frame); None: no beam, every mic weighs the same
@@ -321,6 +344,7 @@ class ArrayStage:
         self._steer_every = max(1, round(STEER_SECONDS * rate / self.hop))
         self._steer_frames = max(1, round(STEER_AVERAGE_SECONDS * rate / self.hop))
         self.frames_done = 0
+        self.samples_in = self.samples_out = 0  # per channel, pushed in and given out
         self._history: deque[tuple[float, float, np.ndarray]] = deque(
             maxlen=int(HISTORY_SECONDS * rate / self.hop) + 1)
 
@@ -333,7 +357,7 @@ class ArrayStage:
             return cached
         lead = np.zeros(self.geometry.mics)
         if steering is not None:
-            lead = self.geometry.positions @ direction(*steering) / self.c * self.rate
+            lead = self._centred @ direction(*steering) / self.c * self.rate
         delay = self.latency_samples + lead  # the earliest mic waits longest
         k = np.arange(self.taps)[None, :] - delay[:, None]
         window = np.where(np.abs(k) < FIR_HALF_TAPS, 0.5 + 0.5 * np.cos(np.pi * k / FIR_HALF_TAPS), 0.0)
@@ -346,6 +370,7 @@ class ArrayStage:
         if block.ndim != 2 or block.shape[1] != self.geometry.device_channels:
             raise AudioError(f"array {self.geometry.name} needs {self.geometry.device_channels} "
                              f"channels, got {block.shape[1] if block.ndim == 2 else 1}")
+        self.samples_in += len(block)
         mics = block if self._all_channels else block[:, self.geometry.mic_channels]
         samples = np.concatenate((self._pending, mics.T), axis=1)  # float64: the FFT's own type
         count = (samples.shape[1] - self.n_fft) // self.hop + 1 if samples.shape[1] >= self.n_fft else 0
@@ -367,7 +392,9 @@ class ArrayStage:
         for k in range(count):
             beams[k] = (spectra[:, k] * self._filters).sum(axis=0)  # the aim as of this frame
             self._frame_done(cross[:, k])
-        return np.fft.irfft(beams, self.n_fft, axis=1)[:, self.taps - 1 :].ravel().astype(np.float32)
+        out = np.fft.irfft(beams, self.n_fft, axis=1)[:, self.taps - 1 :].ravel().astype(np.float32)
+        self.samples_out += len(out)
+        return out
 
     def _frame_done(self, cross: np.ndarray) -> None:
         """Keep the frame's pair cross-spectra; re-aim the beam every STEER_SECONDS."""
@@ -381,9 +408,16 @@ class ArrayStage:
                 self.steering = steering
                 self._filters = self._beam_filters(steering)
 
+    def finish(self) -> np.ndarray:
+        """End of stream: the mono samples still held back, as many as were pushed in."""
+        owed = self.samples_in - self.samples_out
+        tail = self.push(np.zeros((self.n_fft, self.geometry.device_channels), np.float32))
+        return tail[:owed]
+
     def bearing(self, start_s: float, end_s: float) -> Bearing | None:
         """The bearing of the sound between two stream times (seconds of the mono output),
-        from the frames that lie in that span; None when none do (yet)."""
+        from the frames that lie in that span; None when none do, yet or any more (frames are
+        kept for HISTORY_SECONDS)."""
         lag = self.latency_samples / self.rate
         spans = [b for s, e, b in self._history if s >= start_s - lag - 1e-9 and e <= end_s - lag + 1e-9]
         if not spans:
@@ -407,3 +441,6 @@ class ChannelMix:
 
     def push(self, block: np.ndarray) -> np.ndarray:
         return block @ self._weights
+
+    def finish(self) -> np.ndarray:
+        return np.zeros(0, np.float32)  # holds nothing back

@@ -40,6 +40,13 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _bench_seconds(text: str) -> float:
+    value = float(text)
+    if value < 10.0:
+        raise argparse.ArgumentTypeError(f"needs at least 10 s of audio to time bearings, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nightear", description="Acoustic drone detector.")
     parser.add_argument("--version", action="version", version=f"nightear {__version__}")
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="ONNX model file (default: the shipped model)")
     bench.add_argument("--config", help="YAML config file")
     bench.add_argument("--audio", help="a recording to use (default: noise with a rotor hum)")
-    bench.add_argument("--seconds", type=float, default=120.0, help="seconds of audio")
+    bench.add_argument("--seconds", type=_bench_seconds, default=120.0, help="seconds of audio (>= 10)")
     bench.add_argument("--array", choices=sorted(PRESETS), metavar="PRESET",
                        help="array to simulate (default: the config's array, else respeaker-4mic)")
 
@@ -203,6 +210,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"model: ok ({classifier.path}, {info.name} {info.version}, threshold {info.threshold})")
     if settings.geometry is not None:
         g = settings.geometry
+        Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels,
+                 settings.array)  # builds the array stage: its band must suit the device's rate
         print(f"array: ok ({g.name}, {g.mics} mics on channels {list(g.mic_channels)} of "
               f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
               f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'})")

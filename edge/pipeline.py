@@ -156,7 +156,8 @@ class Pipeline:
 
     def finish(self) -> DetectorOutput:
         """End of stream: score what the resampler still holds, then close any open event."""
-        output = DetectorOutput([], [])
+        tail = self.stage.finish()
         if self._resampler is not None:
-            output = self.detector.push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            tail = self._resampler.resample_chunk(tail, last=True)
+        output = self.detector.push(tail)
         return DetectorOutput(output.scores, output.changes + self.detector.finish(), output.audio)

@@ -109,6 +109,52 @@ def test_a_linear_array_reports_the_mirror_bearing_it_cannot_rule_out(drone: np.
         assert sorted([round(b.bearing_deg), round(b.mirror_deg)]) == [60, 300]
 
 
+def test_bearings_follow_a_drone_that_moves(drone: np.ndarray, night: np.ndarray) -> None:
+    geometry = PRESETS["respeaker-4mic"]
+    stage = ArrayStage(geometry, ArraySettings(preset="respeaker-4mic"), RATE)
+    half = len(drone) // 2  # 2.5 s from 30 degrees, then 2.5 s from 200 degrees
+    first = array_recording(drone[:half], night, geometry, 30.0, 10.0, 10.0, np.random.default_rng(1))
+    second = array_recording(drone[half:], night, geometry, 200.0, 10.0, 10.0, np.random.default_rng(2))
+    for block in np.array_split(np.concatenate((first, second)), 10):
+        stage.push(block)
+    for start, expected in ((0.3, 30.0), (1.5, 30.0), (2.55, 200.0), (4.0, 200.0)):
+        bearing = stage.bearing(start, start + WINDOW_S)
+        assert bearing is not None and angle_error(bearing.bearing_deg, expected) <= 5.0, (start, bearing)
+
+
+def test_elevation_is_measured_between_grid_points(drone: np.ndarray, night: np.ndarray) -> None:
+    geometry = PRESETS["respeaker-6mic"]
+    for elevation in (15.0, 47.0):
+        recording = array_recording(drone, night, geometry, 80.0, elevation, 15.0, np.random.default_rng(4))
+        bearings = window_bearings(ArrayStage(geometry, ArraySettings(preset="respeaker-6mic"), RATE),
+                                   recording)
+        assert all(abs(b.elevation_deg - elevation) <= 4.0 for b in bearings)
+
+
+def test_custom_coordinates_may_start_at_any_corner(drone: np.ndarray, night: np.ndarray) -> None:
+    # a technician measures from one mic instead of the centre: the beam must not care
+    corner = ArraySettings(mics=[[0.0, 0.0], [0.0, 0.057], [-0.057, 0.057], [-0.057, 0.0]])
+    centred = ArraySettings(mics=[[0.0285, -0.0285], [0.0285, 0.0285], [-0.0285, 0.0285],
+                                  [-0.0285, -0.0285]])
+    recording = array_recording(drone, night, centred.geometry(), 140.0, 10.0, 0.0, np.random.default_rng(6))
+    outputs = []
+    for settings in (corner, centred):  # the same four microphones, measured from two origins
+        stage = ArrayStage(settings.geometry(), settings, RATE)
+        outputs.append(np.concatenate((stage.push(recording), stage.finish())))
+        assert angle_error(stage.bearing(2.0, 2.816).bearing_deg, 140.0) <= 5.0  # type: ignore[union-attr]
+    assert len(outputs[0]) == len(outputs[1]) == len(drone)  # the whole stream comes out
+    assert np.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_a_recording_as_short_as_one_window_is_scored_with_the_array(tmp_path: Path) -> None:
+    short = tmp_path / "short.wav"
+    sf.write(short, np.random.default_rng(0).standard_normal((13056, 4)) * 0.01, RATE)  # one window
+    for extra in ([], ["--array", "respeaker-4mic"]):
+        result = run_cli("detect", "--scores", *extra, str(short))
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 1
+
+
 def output_snr_db(output: np.ndarray, clean: np.ndarray) -> float:
     """How far `output` is from a scaled copy of `clean` (after the first second)."""
     y, r = output[RATE : len(clean)], clean[RATE : len(output)]
@@ -173,6 +219,8 @@ def test_the_stage_refuses_audio_with_the_wrong_channel_count(drone: np.ndarray)
         ("array: {mics: [[0, 0], [0.05, 0]], channels: [0]}\n", "one channel per microphone"),
         ("array: {mics: [[0, 0, 0, 1], [0.05, 0]]}\n", r"\$.array.mics\[0\]"),
         ("array: {preset: uma-8, heading_deg: 360}\n", r"\$.array.heading_deg"),
+        ("array: {mics: [[0, 0], [5.7, 0], [5.7, 5.7]]}\n", r"array.mics are 8.06 m apart .* give metres"),
+        ("array: {mics: [[0, 0], [.nan, 0]]}\n", "array.mics holds a value that is not a number"),
     ],
 )
 def test_bad_array_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -221,6 +269,18 @@ def test_detect_without_the_array_flag_mixes_the_channels_and_gives_no_bearing(
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events and all("bearing_deg" not in e for e in events)
+
+
+def test_a_bearing_band_the_device_cannot_carry_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    config = tmp_path / "band.yaml"
+    config.write_text("array:\n  preset: respeaker-4mic\n  band_low_hz: 7100\n  band_high_hz: 8000\n")
+    four = tmp_path / "four.wav"
+    sf.write(four, np.zeros((RATE, 4)), RATE)
+    for command in (["check"], ["detect", str(four)]):
+        result = run_cli(*command, "--config", str(config))
+        assert result.returncode == 2
+        assert "array.band_low_hz..band_high_hz (7100-8000 Hz) is too narrow for bearings at 16000 Hz" \
+            in result.stderr and "Traceback" not in result.stderr
 
 
 def test_detect_refuses_a_recording_with_the_wrong_channel_count() -> None:

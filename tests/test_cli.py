@@ -143,7 +143,7 @@ def test_info_prints_the_model_contract() -> None:
 
 
 def test_bench_reports_every_stage_and_the_baseline() -> None:
-    result = run_cli("bench", "--seconds", "5")
+    result = run_cli("bench", "--seconds", "10")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert set(figures["cpu_ms_per_audio_second"]) == {"to_float", "array", "frontend", "classifier",
@@ -155,3 +155,5 @@ def test_bench_reports_every_stage_and_the_baseline() -> None:
     assert abs((figures["heard_bearing_deg"] - figures["source_bearing_deg"] + 180) % 360 - 180) < 5
     assert figures["startup_to_first_score_s"] > 0 and figures["peak_rss_mb_pipeline"] > 0
     assert set(figures["baseline"]["cpu_ms_per_audio_second"]) == {"librosa_melspectrogram", "model"}
+    too_short = run_cli("bench", "--seconds", "1")
+    assert too_short.returncode == 2 and "needs at least 10 s of audio" in too_short.stderr

@@ -41,11 +41,13 @@ def _angle_error(a: float, b: float) -> float:
 
 def _run(classifier: OnnxClassifier, recording: np.ndarray, rate: int, channels: int,
          array: ArraySettings | None, threshold: float) -> list:  # type: ignore[type-arg]
-    """Window scores (with bearings for windows over a tiny threshold, i.e. all)."""
+    """Window scores, the recording fed in 1-s blocks as `detect` does (with a tiny threshold
+    every window gets a bearing)."""
     decision = DecisionConfig(threshold=threshold)
     pipeline = Pipeline(classifier, decision, rate, channels, array)
-    output = pipeline.push(recording)
-    return output.scores + pipeline.finish().scores
+    scores = [s for i in range(0, len(recording), rate)
+              for s in pipeline.push(recording[i : i + rate]).scores]
+    return scores + pipeline.finish().scores
 
 
 def bearing_errors(classifier: OnnxClassifier, passes: Sequence[np.ndarray],
