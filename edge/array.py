@@ -46,10 +46,9 @@ LAG_STEP_S = 4e-6  # GCC lag resolution (1.4 mm of path); the SRP interpolates b
 PresetName = Literal["respeaker-4mic", "respeaker-6mic", "uma-8"]
 
 
-def _ring(n: int, radius: float, first_deg: float = 0.0, clockwise: bool = True) -> list[list[float]]:
-    """n microphones evenly on a circle, the first at bearing `first_deg`."""
-    sign = 1.0 if clockwise else -1.0
-    angles = [math.radians(first_deg + sign * 360.0 * i / n) for i in range(n)]
+def _ring(n: int, radius: float) -> list[list[float]]:
+    """n microphones evenly on a circle, the first at bearing 0, the rest clockwise."""
+    angles = [2.0 * math.pi * i / n for i in range(n)]
     return [[radius * math.cos(a), radius * math.sin(a), 0.0] for a in angles]
 
 
@@ -189,7 +188,8 @@ def plane_wave(signal: np.ndarray, rate: int, geometry: ArrayGeometry, azimuth_d
     channels without a microphone stay silent. Returns (n, device_channels) float32.
     """
     n = len(signal)
-    pad = int(np.ceil(geometry.aperture_m / speed_of_sound * rate)) + 8
+    reach = float(np.sqrt((geometry.positions**2).sum(axis=1)).max())  # from the origin, any side
+    pad = int(np.ceil(reach / speed_of_sound * rate)) + 8
     size = 1 << int(np.ceil(np.log2(n + 2 * pad)))
     spectrum = np.fft.rfft(np.asarray(signal, np.float64), size)
     freqs = np.fft.rfftfreq(size, 1.0 / rate)

@@ -212,7 +212,7 @@ def _check(args: argparse.Namespace) -> int:
         g = settings.geometry
         Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels,
                  settings.array)  # builds the array stage: its band must suit the device's rate
-        print(f"array: ok ({g.name}, {g.mics} mics on channels {list(g.mic_channels)} of "
+        print(f"array: ok ({g.name}: {g.source}; {g.mics} mics on channels {list(g.mic_channels)} of "
               f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
               f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'})")
     mic = MicSource(settings.audio, settings.capture_channels)

@@ -159,8 +159,9 @@ def test_check_validates_config_model_and_device(fake_mic, tmp_path: Path) -> No
     four = subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(array)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert four.returncode == 0, four.stderr
-    assert "array: ok (respeaker-4mic, 4 mics on channels [0, 1, 2, 3] of 4, aperture 81 mm, " \
-           "heading 45 deg, beam on)" in four.stdout
+    assert "array: ok (respeaker-4mic: Seeed ReSpeaker 4-Mic Array for Raspberry Pi: square, 81.27 mm " \
+           "diagonal; 4 mics on channels [0, 1, 2, 3] of 4, aperture 81 mm, heading 45 deg, beam on)" \
+           in four.stdout
     assert "audio device: ok ('default', 4 ch, 16000 Hz)" in four.stdout
 
 
