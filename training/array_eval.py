@@ -17,13 +17,13 @@ level). Each recording then runs through the daemon's own `Pipeline`:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from nightear.array import PRESETS, ArraySettings
+from nightear.array import PRESETS, ArrayGeometry, ArraySettings
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
 from nightear.pipeline import Pipeline
@@ -50,6 +50,18 @@ def _run(classifier: OnnxClassifier, recording: np.ndarray, rate: int, channels:
     return scores + pipeline.finish().scores
 
 
+def _scenes(passes: Sequence[np.ndarray], night: Sequence[np.ndarray], geometry: ArrayGeometry,
+            snr: float, noise_dbfs: float, rate: int, seed: int) -> Iterator[tuple[float, np.ndarray]]:
+    """Each drone pass from a random bearing and elevation over a random night clip, as
+    (true azimuth, array recording); the same draws at every SNR for the same seed."""
+    rng = np.random.default_rng(seed)
+    for drone in passes:
+        azimuth, elevation = rng.uniform(0, 360), rng.uniform(0, 45)
+        bed = night[int(rng.integers(len(night)))]
+        yield azimuth, array_recording(drone, bed, geometry, azimuth, elevation, snr, rng, rate,
+                                       noise_dbfs)
+
+
 def bearing_errors(classifier: OnnxClassifier, passes: Sequence[np.ndarray],
                    night: Sequence[np.ndarray], noise_dbfs: float, seed: int = 0,
                    presets: Sequence[str] = tuple(PRESETS), snrs: Sequence[float] = SNRS_DB
@@ -61,13 +73,8 @@ def bearing_errors(classifier: OnnxClassifier, passes: Sequence[np.ndarray],
         geometry, settings = PRESETS[preset], ArraySettings(preset=preset)
         out[preset] = {}
         for snr in snrs:
-            rng = np.random.default_rng(seed)  # the same passes, bearings and noise at every SNR
             errors = []
-            for drone in passes:
-                azimuth, elevation = rng.uniform(0, 360), rng.uniform(0, 45)
-                bed = night[int(rng.integers(len(night)))]
-                recording = array_recording(drone, bed, geometry, azimuth, elevation, snr, rng, rate,
-                                            noise_dbfs)
+            for azimuth, recording in _scenes(passes, night, geometry, snr, noise_dbfs, rate, seed):
                 scores = _run(classifier, recording, rate, geometry.device_channels, settings, 1e-9)
                 errors += [_angle_error(s.bearing.bearing_deg, azimuth) for s in scores
                            if s.bearing is not None]
@@ -92,13 +99,8 @@ def recall_with_and_without_beam(classifier: OnnxClassifier, passes: Sequence[np
 
     recall: dict[str, dict[str, float]] = {"one_mic": {}, "mics_averaged": {}, "beam": {}}
     for snr in snrs:
-        rng = np.random.default_rng(seed)
         hits: dict[str, list[bool]] = {name: [] for name in recall}
-        for drone in passes:
-            azimuth, elevation = rng.uniform(0, 360), rng.uniform(0, 45)
-            bed = night[int(rng.integers(len(night)))]
-            recording = array_recording(drone, bed, geometry, azimuth, elevation, snr, rng, rate,
-                                        noise_dbfs)
+        for _, recording in _scenes(passes, night, geometry, snr, noise_dbfs, rate, seed):
             mic = geometry.mic_channels[0]
             hits["one_mic"] += over(recording[:, mic : mic + 1], None, 1)
             hits["mics_averaged"] += over(recording, mix, geometry.device_channels)
