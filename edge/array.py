@@ -141,13 +141,17 @@ class ArraySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.mics is not None:
             if not all(math.isfinite(v) for mic in self.mics for v in mic):
                 raise ValueError("array.mics holds a value that is not a number")
-            spread = max(math.dist(a + [0.0] * (3 - len(a)), b + [0.0] * (3 - len(b)))
-                         for a in self.mics for b in self.mics)
-            if spread > MAX_APERTURE_M:
-                raise ValueError(f"array.mics are {spread:.2f} m apart at the most; give metres "
+            points = self._positions()
+            apart = [math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1 :]]
+            if max(apart) > MAX_APERTURE_M:
+                raise ValueError(f"array.mics are {max(apart):.2f} m apart at the most; give metres "
                                  f"(a small array spans under {MAX_APERTURE_M:.0f} m)")
+            if min(apart) < 1e-3:
+                raise ValueError("array.mics: two microphones at the same place")
         if self.channels is not None and (self.mics is None or len(self.channels) != len(self.mics)):
             raise ValueError("array.channels needs array.mics, one channel per microphone")
+        if self.channels is not None and len(set(self.channels)) != len(self.channels):
+            raise ValueError("array.channels: a channel is listed twice")
         if self.band_low_hz >= self.band_high_hz:
             raise ValueError(f"array.band_low_hz {self.band_low_hz} must be below band_high_hz "
                              f"{self.band_high_hz}")
@@ -162,15 +166,13 @@ class ArraySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return PRESETS[self.preset]
         if self.mics is None:
             raise ValueError("no array configured")
-        positions = np.array([list(m) + [0.0] * (3 - len(m)) for m in self.mics], dtype=np.float64)
-        channels = tuple(self.channels) if self.channels is not None else tuple(range(len(positions)))
-        distance = np.sqrt(((positions[:, None] - positions[None]) ** 2).sum(-1))
-        if np.any(distance[np.triu_indices(len(positions), 1)] < 1e-3):
-            raise ValueError("array.mics: two microphones at the same place")
-        if len(set(channels)) != len(channels):
-            raise ValueError("array.channels: a channel is listed twice")
-        return ArrayGeometry("custom", positions, channels,
+        channels = tuple(self.channels) if self.channels is not None else tuple(range(len(self.mics)))
+        return ArrayGeometry("custom", np.array(self._positions()), channels,
                              max(device_channels or 0, max(channels) + 1), "array.mics in the config")
+
+    def _positions(self) -> list[list[float]]:
+        """The custom mics as [x, y, z] (z 0 where only [x, y] is given)."""
+        return [list(m) + [0.0] * (3 - len(m)) for m in self.mics or []]
 
 
 def direction(azimuth_deg: np.ndarray | float, elevation_deg: np.ndarray | float) -> np.ndarray:
