@@ -25,9 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
     b.add_argument("--epochs", type=int, default=Recipe().train.epochs)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--folds", type=int, default=3, help="k-fold models for false alarms/hour (0: none)")
-    b.add_argument("--fold-epochs", type=int, default=15)
-    b.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out models")
+    b.add_argument("--no-heldout", action="store_true",
+                   help="skip the leave-one-drone-out models (quick: threshold from validation clips)")
     b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
     e = sub.add_parser("evaluate", help="measure a model file on the test split (and a folder)")
     e.add_argument("--model", type=Path, required=True)
@@ -68,8 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe = Recipe()
     recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,
-                      max_clips_per_split=args.max_clips_per_split, folds=args.folds,
-                      fold_epochs=args.fold_epochs, leave_one_source_out=not args.no_loso,
+                      max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
                       extra_clips=extra))
     return 0
 

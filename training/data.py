@@ -21,7 +21,8 @@ ESC50_FOLD_SPLIT = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # by group hash / by position; the rest is test
 DRONE_AUDIO_DATASET = "drone-audio-dataset"
 OUTDOOR_SOURCES = ("svanstrom-outdoor", "purdue-outdoor")
-ALL_SOURCES = (DRONE_AUDIO_DATASET, *OUTDOOR_SOURCES)
+AMBIENCE = "ambience"  # long outdoor ambience and frog choruses: negatives, beds, false alarms
+ALL_SOURCES = (DRONE_AUDIO_DATASET, *OUTDOOR_SOURCES, AMBIENCE)
 EXCLUDED = "excluded"  # the split of clips whose label cannot be trusted
 # Clips whose drone may be inaudible (the data's README: "check before trusting them as
 # positives"): kept out of training and of every metric, and scored on their own.
@@ -44,6 +45,28 @@ class Clip:
     @property
     def is_drone(self) -> bool:
         return self.label == "drone"
+
+    @property
+    def drone(self) -> str:
+        """Which drone a positive is (make and site): what a leave-one-drone-out holds out."""
+        if self.source == DRONE_AUDIO_DATASET:
+            return "mambo" if ":membo" in self.kind else "bebop"
+        if self.source == "purdue-outdoor":
+            return "iris" if "iris" in self.kind else "phantom"
+        return self.source.removesuffix("-outdoor")
+
+    @property
+    def pool(self) -> str:
+        """Which kind of background a negative is, for drawing negatives in balance."""
+        if self.source == AMBIENCE:
+            return "ambience"
+        if "helicopter" in self.kind:
+            return "helicopter"
+        if self.kind.startswith("esc50:"):
+            return "esc50"
+        if self.kind.startswith("noise:"):
+            return "noise"
+        return "outdoor"
 
 
 def data_root() -> Path:
@@ -102,8 +125,9 @@ def _is_uncertain(source: str, relpath: str) -> bool:
 def load_manifest(source_dir: Path) -> list[Clip]:
     """Read `<source_dir>/manifest.csv` into clips with their split.
 
-    The DroneAudioDataset follows `split_of`; the outdoor sets, with a handful of sessions
-    each, are split by `stratified_group_splits` so each split holds drones and background.
+    The DroneAudioDataset follows `split_of`; the outdoor sets and the ambience, with a
+    handful of sessions (or one file a group) each, are split by `stratified_group_splits` so
+    each split holds drones and background.
     """
     manifest = source_dir / "manifest.csv"
     with manifest.open(newline="") as handle:

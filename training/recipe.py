@@ -55,23 +55,30 @@ def clip_log_mels(clips: Sequence[Clip], audio: dict[Path, np.ndarray], frontend
     return [log_mel(pad_to(audio[c.path], n), frontend, mel_basis) for c in clips]
 
 
+def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path, np.ndarray],
+                  seed: int) -> FieldSampler:
+    """The sampler over these clips: drones by make and site, backgrounds by pool."""
+    drones: dict[str, list[np.ndarray]] = {}
+    backgrounds: dict[str, list[np.ndarray]] = {}
+    for c in train_clips:
+        (drones.setdefault(c.drone, []) if c.is_drone
+         else backgrounds.setdefault(c.pool, [])).append(audio[c.path])
+    return FieldSampler(drones, backgrounds, recipe.frontend.samples_for_frames(recipe.train.window_frames),
+                        recipe.augment, recipe.frontend.sample_rate, seed=seed)
+
+
 def train_recipe(
     recipe: Recipe, train_clips: Sequence[Clip], val_clips: Sequence[Clip],
     audio: dict[Path, np.ndarray], mel_basis: MelBasis | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, on_epoch: Callable[[int, DroneCNN], None] | None = None,
 ) -> tuple[DroneCNN, History, float]:
     """Train one model; returns it, its history and the seconds training took."""
     started = time.perf_counter()
     mel_basis = mel_basis or librosa_mel_basis(recipe.frontend)
-    n_samples = recipe.frontend.samples_for_frames(recipe.train.window_frames)
-    sampler = FieldSampler(
-        [audio[c.path] for c in train_clips if c.is_drone],
-        [audio[c.path] for c in train_clips if not c.is_drone],
-        n_samples, recipe.augment, recipe.frontend.sample_rate, seed=recipe.train.seed,
-    )
+    sampler = field_sampler(recipe, train_clips, audio, seed=recipe.train.seed)
     val_features = clip_log_mels(val_clips, audio, recipe.frontend, mel_basis,
                                  recipe.train.window_frames)
     val_labels = np.array([int(c.is_drone) for c in val_clips])
     model, history = train(SampledBatches(sampler, recipe.frontend, mel_basis), val_features,
-                           val_labels, recipe.train, log)
+                           val_labels, recipe.train, log, on_epoch)
     return model, history, time.perf_counter() - started

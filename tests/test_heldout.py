@@ -1,0 +1,89 @@
+"""The leave-one-drone-out evaluation: what it holds out, how it counts a recording as heard,
+how it makes a recording fainter, and how it states a rate of false alarms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="training tests need the 'train' extra")
+
+from nightear.decision import DecisionConfig  # noqa: E402
+from nightear.sources import WavSource  # noqa: E402
+from nightear_training.augment import FieldSampler, rms_db  # noqa: E402
+from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
+from nightear_training.evaluate import count_events  # noqa: E402
+from nightear_training.heldout import (  # noqa: E402
+    FOLDS,
+    event_score,
+    fainter,
+    held_out,
+    poisson_interval,
+)
+from tests.conftest import FIXTURES  # noqa: E402
+
+RATE = 16000
+
+
+def test_every_negative_is_held_out_once_and_outdoor_sources_go_whole(data_root: Path) -> None:
+    clips = [c for c in load_clips(data_root, ALL_SOURCES) if c.split != EXCLUDED]
+    held = {fold.name: {c.path for c in held_out(fold, clips)} for fold in FOLDS}
+    for c in clips:
+        folds = [name for name, paths in held.items() if c.path in paths]
+        assert len(folds) == 1, (c.relpath, folds)  # one model never heard it
+    svanstrom = {c.path for c in clips if c.source == "svanstrom-outdoor"}
+    assert svanstrom <= held["svanstrom"]  # its drones, helicopters and site together
+    assert all(c.drone == "bebop" for c in clips if c.is_drone and c.path in held["bebop"])
+    ambience = [c for c in clips if c.source == "ambience"]
+    assert all(sum(c.path in p for p in held.values()) == 1 for c in ambience)
+    assert min(sum(c.path in held[f.name] for c in ambience) for f in FOLDS) > 5  # spread over folds
+
+
+def test_event_score_is_the_highest_threshold_that_opens_an_event() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        probs = rng.uniform(0, 1, 30) ** 3
+        s = event_score(probs)
+        assert count_events([probs], s) >= 1
+        assert count_events([probs], s + 1e-9) == 0
+    smoothed = DecisionConfig(smooth_windows=3)
+    probs = rng.uniform(0, 1, 40)
+    s = event_score(probs, smoothed)
+    assert count_events([probs], s - 1e-9, smoothed) >= 1 and count_events([probs], s + 1e-9, smoothed) == 0
+
+
+def test_fainter_drone_is_quieter_and_loses_its_highs_in_the_bed() -> None:
+    drone = WavSource(FIXTURES / "drone_bebop_16k.flac", RATE).read_all()
+    bed = WavSource(FIXTURES / "night_background_16k.flac", RATE).read_all()
+    bed = np.resize(bed, len(drone))
+    assert fainter(drone, bed, 0, RATE) is drone  # as recorded: untouched
+    quiet = fainter(drone, np.zeros_like(bed), -20, RATE)
+    assert -22.0 < rms_db(quiet) - rms_db(drone) < -20.0  # spreading, plus a little absorption
+
+    def high_share(y: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(y)) ** 2
+        return float(power[len(power) // 2 :].sum() / power.sum())
+
+    assert high_share(fainter(drone, np.zeros_like(bed), -30, RATE)) < 0.5 * high_share(drone)
+    mixed = fainter(drone, bed, -10, RATE)
+    assert rms_db(mixed - fainter(drone, np.zeros_like(bed), -10, RATE)) == pytest.approx(
+        rms_db(drone) - 20.0, abs=0.1)  # the bed sits 20 dB under the recording
+
+
+def test_poisson_interval_of_no_events_is_not_zero_per_hour() -> None:
+    low, high = poisson_interval(0, 1.5)
+    assert low == 0.0 and high == pytest.approx(3.689 / 1.5, abs=0.01)
+    low, high = poisson_interval(3, 1.0)
+    assert low == pytest.approx(0.619, abs=0.01) and high == pytest.approx(8.767, abs=0.01)
+
+
+def test_sampler_draws_each_drone_as_often_whatever_its_clip_count() -> None:
+    rng = np.random.default_rng(1)
+    many = [np.full(RATE, 0.1, dtype=np.float32) for _ in range(200)]  # a toy with 200 clips
+    one = [np.full(RATE * 5, -0.1, dtype=np.float32)]  # an outdoor drone with one recording
+    bed = {"ambience": [(0.01 * rng.standard_normal(RATE * 3)).astype(np.float32)]}
+    sampler = FieldSampler({"toy": many, "outdoor": one}, bed, 4000)
+    signs = [np.sign(sampler._drone(rng).mean()) for _ in range(400)]
+    assert 0.4 < np.mean(np.array(signs) > 0) < 0.6

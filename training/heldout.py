@@ -1,0 +1,379 @@
+"""Leave one drone out: how the recipe hears drones, sites and microphones it never met.
+
+The field judges a model per recording (an event or not, through the daemon's decision logic),
+at the shipped threshold, against false alarms per hour of real ambience. This module measures
+exactly that, with models that never trained on what they are tested on:
+
+- four folds, each trained without one drone: DroneAudioDataset's Bebop, its Mambo,
+  svanstrom-outdoor (the whole source: its drones, site and microphone) and purdue-outdoor (its
+  Phantoms and its Iris, and the whole site); every other negative group is held out in one of
+  the four folds by a hash of its name, so every minute of ambience is scored out of fold;
+- each held-out drone recording as recorded, and 10, 20 and 30 dB fainter: the extra distance
+  that spreading needs for that loss, with the air's absorption over it (a low-pass), mixed into
+  held-out ambience 20 dB under the recording's own level;
+- helicopters and outdoor backgrounds per recording, held-out ambience (the ambience source,
+  the outdoor sites' backgrounds, ESC-50's outdoor soundscapes) joined into streams for false
+  alarms per hour with a Poisson 95% interval, and hard negatives per kind;
+- scored after several epochs of the same run, so epochs and threshold are chosen here and not
+  on validation AUC of mostly indoor clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import chi2
+
+from nightear.decision import DecisionConfig
+from nightear.frontend import MelBasis, log_mel
+from nightear_training.augment import background_stream, propagate, random_crop, rms_db
+from nightear_training.data import AMBIENCE, DRONE_AUDIO_DATASET, EXCLUDED, Clip, hash_fraction
+from nightear_training.evaluate import count_events
+from nightear_training.features import EVAL_HOP_FRAMES, clip_windows, pad_to
+from nightear_training.model import DroneCNN
+from nightear_training.recipe import Recipe, train_recipe
+from nightear_training.train import torch_scorer
+
+LEVELS_DB = (0, -10, -20, -30)  # as recorded, then fainter
+RECORDED_AT_M = 50.0  # assumed distance of a recorded drone: -10 dB is 108 m further, -30 dB 1.5 km
+BED_BELOW_DB = 20.0  # held-out ambience under the recording's own RMS level
+MAX_RECORDINGS_PER_DRONE = 20  # the indoor toys have hundreds: keep each drone's weight near equal
+MIN_RECORDING_SECONDS = 3.0  # shorter clips (1-s DroneAudioDataset chunks) are joined by group
+ESC50_OUTDOOR = ("wind", "rain", "thunderstorm", "sea_waves", "crackling_fire", "water_drops",
+                 "crickets", "insects", "frog", "chirping_birds", "crow", "airplane", "train")
+HARD_NEGATIVES = {  # kind of sound -> the data's kinds that hold it
+    "helicopter": ("helicopter", "esc50:helicopter"),
+    "airplane": ("esc50:airplane", "ambience:transport:airplane"),
+    "engine": ("esc50:engine",),
+    "train": ("esc50:train", "ambience:transport:train"),
+    "chainsaw": ("esc50:chainsaw",),
+    "insects": ("esc50:insects", "ambience:animals:beehive"),
+    "crickets": ("esc50:crickets", "ambience:animals:crickets"),
+    "frogs": ("esc50:frog", "ambience:animals:frog", "ambience:frog:"),
+}
+THRESHOLDS = np.unique(np.round(np.concatenate((
+    np.linspace(0.5, 0.9, 9), np.linspace(0.91, 0.99, 9), np.linspace(0.991, 0.999, 9),
+    [0.9995, 0.9999])), 4))
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One model of the evaluation: trained without these drones and whole sources."""
+
+    name: str
+    drones: tuple[str, ...]  # Clip.drone values held out
+    sources: tuple[str, ...] = ()  # sources held out whole (their site and microphone too)
+
+
+FOLDS = (
+    Fold("bebop", ("bebop",)),
+    Fold("mambo", ("mambo",)),
+    Fold("svanstrom", ("svanstrom",), ("svanstrom-outdoor",)),
+    Fold("purdue", ("phantom", "iris"), ("purdue-outdoor",)),
+)
+
+
+def fold_of_negative(clip: Clip, folds: Sequence[Fold] = FOLDS) -> str:
+    """The fold that holds out a negative: its source's fold, else one by hash of its group."""
+    for fold in folds:
+        if clip.source in fold.sources:
+            return fold.name
+    return folds[int(hash_fraction(f"heldout/{clip.source}/{clip.group}") * len(folds))].name
+
+
+def held_out(fold: Fold, clips: Sequence[Clip], folds: Sequence[Fold] = FOLDS) -> list[Clip]:
+    """What `fold`'s model never hears: its drones, its sources, its share of the negatives."""
+    return [c for c in clips if c.source in fold.sources
+            or (c.is_drone and c.drone in fold.drones)
+            or (not c.is_drone and fold_of_negative(c, folds) == fold.name)]
+
+
+def poisson_interval(count: int, hours: float) -> tuple[float, float]:
+    """Exact (Garwood) 95% interval of a rate per hour from `count` events in `hours`."""
+    low = 0.0 if count == 0 else float(chi2.ppf(0.025, 2 * count)) / 2
+    high = float(chi2.ppf(0.975, 2 * count + 2)) / 2
+    return round(low / hours, 3), round(high / hours, 3)
+
+
+def event_score(probs: np.ndarray, decision: DecisionConfig = DecisionConfig()) -> float:
+    """The highest threshold at which the decision logic opens an event on these window
+    probabilities: the best `open_windows`-long run's lowest (smoothed) probability."""
+    p = np.asarray(probs, dtype=np.float64)
+    if decision.smooth_windows > 1:
+        kernel = np.ones(decision.smooth_windows)
+        p = np.convolve(p, kernel)[: len(p)] / np.minimum(np.arange(1, len(p) + 1), len(kernel))
+    k = decision.open_windows
+    if len(p) < k:
+        return 0.0
+    runs = np.lib.stride_tricks.sliding_window_view(p, k)
+    return float(runs.min(axis=1).max())
+
+
+def fainter(recording: np.ndarray, bed: np.ndarray, level_db: float, sample_rate: int) -> np.ndarray:
+    """A recording `level_db` fainter as a drone further away would be (spreading and the air's
+    absorption over the extra distance), in `bed` (same length) 20 dB under its own level."""
+    if level_db == 0:
+        return recording
+    extra_m = RECORDED_AT_M * (10.0 ** (-level_db / 20.0) - 1.0)
+    absorbed = propagate(recording, extra_m, sample_rate) * np.float32(extra_m)  # undo the 1/d
+    y = absorbed * np.float32(10.0 ** (level_db / 20.0))
+    gain = 10.0 ** ((rms_db(recording) - BED_BELOW_DB - rms_db(bed)) / 20.0)
+    return (y + bed * np.float32(gain)).astype(np.float32)
+
+
+@dataclass
+class Item:
+    """One thing scored: a recording at a level, or a stream of ambience; its windows' features."""
+
+    name: str
+    group: str  # a drone, "helicopter", "background", or a stream's source
+    level_db: int
+    seconds: float
+    windows: np.ndarray  # (k, n_mels, frames)
+    kinds: tuple[str, ...] = ()
+
+
+def recordings(clips: Sequence[Clip], audio: dict[Path, np.ndarray],
+               rate: int) -> list[tuple[str, np.ndarray]]:
+    """Whole recordings: a file, or a group's short clips joined in order."""
+    out: list[tuple[str, np.ndarray]] = []
+    short: dict[tuple[str, str], list[np.ndarray]] = {}
+    for c in sorted(clips, key=lambda c: (c.source, c.group, c.relpath)):
+        if len(audio[c.path]) >= MIN_RECORDING_SECONDS * rate:
+            out.append((f"{c.source}/{c.relpath}", audio[c.path]))
+        else:
+            short.setdefault((c.source, c.group), []).append(audio[c.path])
+    out += [(f"{source}/{group}", np.concatenate(parts)) for (source, group), parts in short.items()]
+    return out
+
+
+@dataclass
+class FoldItems:
+    """Everything one fold's model is scored on."""
+
+    fold: str
+    recordings: list[Item] = field(default_factory=list)  # drones (every level) and negatives
+    streams: list[Item] = field(default_factory=list)  # ambience for false alarms per hour
+    kinds: list[Item] = field(default_factory=list)  # hard negatives, one stream per kind
+    lab_clips: list[Item] = field(default_factory=list)  # DroneAudioDataset test split, per clip
+
+
+def fold_items(fold: Fold, held: Sequence[Clip], audio: dict[Path, np.ndarray], recipe: Recipe,
+               mel_basis: MelBasis, seed: int = 0) -> FoldItems:
+    """Cut the held-out clips of one fold into the items it is scored on (features once)."""
+    fe, width = recipe.frontend, recipe.train.window_frames
+    rate = fe.sample_rate
+    rng = np.random.default_rng(seed)
+
+    def windows(y: np.ndarray) -> np.ndarray:
+        return clip_windows(log_mel(pad_to(y, fe.samples_for_frames(width)), fe, mel_basis), width,
+                            EVAL_HOP_FRAMES)
+
+    items = FoldItems(fold.name)
+    ambience = [audio[c.path] for c in held if c.source == AMBIENCE] or [
+        audio[c.path] for c in held if not c.is_drone]
+    for drone in fold.drones:
+        members = recordings([c for c in held if c.is_drone and c.drone == drone
+                              and c.split != EXCLUDED], audio, rate)
+        uncertain = recordings([c for c in held if c.is_drone and c.drone == drone
+                                and c.split == EXCLUDED], audio, rate)
+        if len(members) > MAX_RECORDINGS_PER_DRONE:
+            members = [members[i] for i in sorted(rng.permutation(len(members))[:MAX_RECORDINGS_PER_DRONE])]
+        for group, chosen in ((drone, members), (f"{drone} (uncertain)", uncertain)):
+            for name, y in chosen:
+                bed = random_crop(ambience[rng.integers(len(ambience))], len(y), rng)
+                for level in LEVELS_DB:
+                    items.recordings.append(Item(name, group, level, len(y) / rate,
+                                                 windows(fainter(y, bed, level, rate))))
+    negatives = [c for c in held if not c.is_drone and c.split != EXCLUDED]
+    for kind, group in (("helicopter", "helicopter"), ("esc50:helicopter", "helicopter"),
+                        ("background", "background"), ("background:site", "background")):
+        for name, y in recordings([c for c in negatives if c.kind == kind], audio, rate):
+            items.recordings.append(Item(name, group, 0, len(y) / rate, windows(y)))
+    streams = {
+        AMBIENCE: [c for c in negatives if c.source == AMBIENCE],
+        "outdoor sites": [c for c in negatives if c.pool == "outdoor"],
+        "esc50 outdoor": [c for c in negatives if c.kind.removeprefix("esc50:") in ESC50_OUTDOOR
+                          and c.kind.startswith("esc50:")],
+    }
+    for source, members in streams.items():
+        if members:
+            y = background_stream([audio[c.path] for c in members])
+            items.streams.append(Item(source, source, 0, len(y) / rate, windows(y)))
+    for c in held:  # the lab task: its grouped test split, each clip scored out of fold
+        if c.source == DRONE_AUDIO_DATASET and c.split == "test":
+            items.lab_clips.append(Item(c.relpath, c.label, 0, len(audio[c.path]) / rate,
+                                        windows(audio[c.path])))
+    for kind, prefixes in HARD_NEGATIVES.items():
+        members = [c for c in negatives if c.kind.startswith(prefixes)]
+        if members:
+            y = background_stream([audio[c.path] for c in members])
+            items.kinds.append(Item(kind, kind, 0, len(y) / rate, windows(y)))
+    return items
+
+
+Scores = dict[str, list]  # "recordings": [(name, group, level, event score)], "streams", "kinds", ...
+
+
+def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems,
+                decision: DecisionConfig = DecisionConfig()) -> Scores:
+    """Probabilities of every item by one model: event scores of recordings, window
+    probabilities of streams."""
+    def probs(item: Item) -> np.ndarray:
+        return np.concatenate([score(item.windows[i : i + 512]) for i in range(0, len(item.windows), 512)])
+
+    return {
+        "recordings": [(r.name, r.group, r.level_db, event_score(probs(r), decision))
+                       for r in items.recordings],
+        "streams": [(s.group, s.seconds, probs(s)) for s in items.streams],
+        "kinds": [(k.group, k.seconds, probs(k)) for k in items.kinds],
+        "lab_clips": [(c.name, c.group, float(probs(c).mean())) for c in items.lab_clips],
+    }
+
+
+def merge(scores: Sequence[Scores]) -> Scores:
+    """The folds' scores as one out-of-fold set."""
+    return {key: [x for s in scores for x in s.get(key, [])]
+            for key in ("recordings", "streams", "kinds", "lab_clips")}
+
+
+def false_alarms(scores: Scores, thresholds: Sequence[float] = tuple(THRESHOLDS),
+                 decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
+    """Events per hour of out-of-fold ambience against the threshold."""
+    streams = [p for _, _, p in scores["streams"]]
+    seconds: dict[str, float] = {}
+    for source, secs, _ in scores["streams"]:
+        seconds[source] = seconds.get(source, 0.0) + secs
+    hours = sum(seconds.values()) / 3600.0
+    curve = []
+    for t in thresholds:
+        n = count_events(streams, float(t), decision)
+        curve.append({"threshold": round(float(t), 4), "events": n, "per_hour": round(n / hours, 3),
+                      "interval95": poisson_interval(n, hours)})
+    return {"unique_minutes": round(hours * 60, 1),
+            "minutes_by_source": {k: round(v / 60, 1) for k, v in sorted(seconds.items())},
+            "curve": curve}
+
+
+def threshold_for_rate(curve: Sequence[dict], per_hour: float) -> float:
+    """The lowest threshold whose out-of-fold false alarms per hour stay at or under `per_hour`."""
+    ok = [p["threshold"] for p in curve if p["per_hour"] <= per_hour]
+    return float(min(ok)) if ok else float(max(p["threshold"] for p in curve))
+
+
+def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
+    """At one threshold: per drone and level, recordings heard; helicopters and backgrounds
+    with an event; ambience events per hour; hard negatives per kind."""
+    heard: dict[str, dict[str, list[int]]] = {}
+    for _, group, level, s in scores["recordings"]:
+        heard.setdefault(group, {}).setdefault(str(level), [0, 0])
+        heard[group][str(level)][0] += int(s >= threshold)
+        heard[group][str(level)][1] += 1
+    drones = {g: {lvl: {"heard": h, "of": n} for lvl, (h, n) in v.items()}
+              for g, v in heard.items() if g not in ("helicopter", "background")}
+    certain = [g for g in drones if "uncertain" not in g]
+    pooled = {str(lvl): {"heard": sum(drones[g][str(lvl)]["heard"] for g in certain),
+                         "of": sum(drones[g][str(lvl)]["of"] for g in certain)} for lvl in LEVELS_DB}
+    mean_share = {str(lvl): round(float(np.mean([drones[g][str(lvl)]["heard"] / drones[g][str(lvl)]["of"]
+                                                 for g in certain])), 3) for lvl in LEVELS_DB}
+    hours = sum(secs for _, secs, _ in scores["streams"]) / 3600.0
+    events = count_events([p for _, _, p in scores["streams"]], threshold, decision)
+    kinds: dict[str, dict[str, float]] = {}
+    for kind, secs, p in scores["kinds"]:
+        k = kinds.setdefault(kind, {"seconds": 0.0, "windows": 0, "over": 0, "events": 0})
+        k["seconds"] += secs
+        k["windows"] += len(p)
+        k["over"] += int((p >= threshold).sum())
+        k["events"] += count_events([p], threshold, decision)
+    lab = scores.get("lab_clips", [])
+    lab_right = sum(int((p >= threshold) == (label == "drone")) for _, label, p in lab)
+    return {
+        "threshold": round(threshold, 4),
+        "lab_test_split": {"clips": len(lab), "accuracy": round(lab_right / len(lab), 4) if lab else None,
+                           "drone_clips_missed": sum(int(p < threshold) for _, y, p in lab if y == "drone"),
+                           "background_clips_over": sum(int(p >= threshold) for _, y, p in lab
+                                                        if y != "drone")},
+        "drones": drones, "pooled": pooled, "mean_share_over_drones": mean_share,
+        "helicopters": {"with_event": heard.get("helicopter", {}).get("0", [0, 0])[0],
+                        "of": heard.get("helicopter", {}).get("0", [0, 0])[1]},
+        "backgrounds": {"with_event": heard.get("background", {}).get("0", [0, 0])[0],
+                        "of": heard.get("background", {}).get("0", [0, 0])[1]},
+        "ambience": {"unique_minutes": round(hours * 60, 1), "events": events,
+                     "per_hour": round(events / hours, 3), "interval95": poisson_interval(events, hours)},
+        "hard_negatives": {kind: {"minutes": round(k["seconds"] / 60, 1),
+                                  "share_of_windows": round(k["over"] / max(k["windows"], 1), 4),
+                                  "events": int(k["events"]),
+                                  "events_per_hour": round(k["events"] / (k["seconds"] / 3600), 2)}
+                           for kind, k in kinds.items()},
+    }
+
+
+def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float) -> tuple[int, float]:
+    """The epoch (and its threshold for the target rate) that hears most held-out drones:
+    the mean over drones of the share heard as recorded, -10 and -20 dB."""
+    best = (-1.0, 0, 0.5)
+    for epoch, scores in sorted(scores_by_epoch.items()):
+        threshold = threshold_for_rate(false_alarms(scores)["curve"], target_per_hour)
+        share = table(scores, threshold)["mean_share_over_drones"]
+        value = float(np.mean([share["0"], share["-10"], share["-20"]]))
+        if value > best[0]:
+            best = (value, epoch, threshold)
+    return best[1], best[2]
+
+
+def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,
+              folds: Sequence[Fold] = FOLDS) -> list[tuple[Fold, list[Clip], FoldItems]]:
+    """Per fold: the clips its model trains on (every group but the fold's) and its items."""
+    usable = [c for c in clips if c.split != EXCLUDED]
+    out = []
+    for fold in folds:
+        held = held_out(fold, clips, folds)
+        held_paths = {c.path for c in held}
+        train_clips = [c for c in usable if c.path not in held_paths]
+        if any(c.is_drone for c in held) and any(c.is_drone for c in train_clips):
+            out.append((fold, train_clips, fold_items(fold, held, audio, recipe, mel_basis,
+                                                      seed=recipe.train.seed)))
+    return out
+
+
+def leave_one_drone_out(
+    recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,
+    epochs: Sequence[int], target_per_hour: float = 1.0, folds: Sequence[Fold] = FOLDS,
+    log: Callable[[str], None] = print,
+) -> dict[str, object]:
+    """Train one model per fold on every group but the fold's, score its held-out items after
+    each of `epochs`; choose the epoch and threshold; return the figures at that choice and the
+    per-epoch summaries (`scores` holds the raw out-of-fold scores for other thresholds)."""
+    by_epoch: dict[int, list[Scores]] = {e: [] for e in epochs}
+    trained: dict[str, int] = {}
+    for fold, train_clips, items in fold_sets(recipe, clips, audio, mel_basis, folds):
+        trained[fold.name] = len(train_clips)
+        log(f"leave {fold.name} out: {len(train_clips)} training clips, {len(items.recordings)} "
+            f"held-out recordings, {sum(s.seconds for s in items.streams) / 60:.1f} min of ambience")
+
+        def on_epoch(epoch: int, model: DroneCNN, items: FoldItems = items) -> None:
+            if epoch in by_epoch:
+                by_epoch[epoch].append(score_items(torch_scorer(model), items))
+
+        train_recipe(recipe, train_clips, [], audio, mel_basis, log=log, on_epoch=on_epoch)
+    merged = {e: merge(s) for e, s in by_epoch.items() if s}
+    epoch, threshold = choose(merged, target_per_hour)
+    fa = false_alarms(merged[epoch])
+    summary = {}
+    for e, scores in merged.items():
+        t = threshold_for_rate(false_alarms(scores)["curve"], target_per_hour)
+        row = table(scores, t)
+        summary[str(e)] = {"threshold": row["threshold"], "pooled": row["pooled"],
+                           "mean_share_over_drones": row["mean_share_over_drones"],
+                           "helicopters": row["helicopters"], "ambience": row["ambience"]}
+        log(f"epoch {e}: threshold {t:.4f}, heard {row['mean_share_over_drones']}, "
+            f"helicopters {row['helicopters']}, ambience {row['ambience']}")
+    return {
+        "folds": trained, "epochs_scored": list(merged), "chosen_epoch": epoch,
+        "target_per_hour": target_per_hour, "threshold": round(threshold, 4),
+        "at_threshold": table(merged[epoch], threshold), "false_alarm_curve": fa,
+        "by_epoch": summary, "scores": merged[epoch],
+    }
