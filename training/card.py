@@ -72,6 +72,33 @@ def _heard(cell: dict[str, int]) -> str:
     return f"{cell['heard']}/{cell['of']}"
 
 
+def recordings_table(at: dict[str, Any]) -> list[str]:
+    """Recordings heard per drone and level, as `heldout.table` counts them."""
+    levels = list(LEVEL_NAMES)
+    rows = [[drone, *(_heard(v[lvl]) for lvl in levels)] for drone, v in at["drones"].items()]
+    rows.append(["**all drones**", *(f"**{_heard(at['pooled'][lvl])}**" for lvl in levels)])
+    rows.append(["mean share over drones", *(f"{at['mean_share_over_drones'][lvl]:.0%}" for lvl in levels)])
+    return _table(["drone", *LEVEL_NAMES.values()], rows)
+
+
+def recordings_sections(metrics: dict[str, Any]) -> list[str]:
+    """`evaluate`'s per-recording figures for one model file (held out only where it says)."""
+    lines = []
+    for key, title in (("recordings", "Per recording, shared data (not held out from a model "
+                                      "trained on these sources)"),
+                       ("folder_recordings", "Per recording, the new recordings")):
+        at = metrics.get(key)
+        if at:
+            amb = at["ambience"]
+            lines += [f"## {title}", "", *recordings_table(at), "",
+                      f"At threshold {at['threshold']}: helicopters with an event "
+                      f"{at['helicopters']['with_event']} of {at['helicopters']['of']}, backgrounds "
+                      f"{at['backgrounds']['with_event']} of {at['backgrounds']['of']}; ambience "
+                      f"{amb['events']} events in {amb['unique_minutes']} min ({amb['per_hour']} per hour, "
+                      f"95% interval {amb['interval95'][0]}-{amb['interval95'][1]}).", ""]
+    return lines
+
+
 def heldout_sections(metrics: dict[str, Any]) -> list[str]:
     """Leave one drone out at the shipped threshold, false alarms per hour of ambience and
     hard negatives, all out of fold."""
@@ -79,10 +106,6 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
     if not held:
         return []
     at, fa = held["at_threshold"], metrics["false_alarms"]
-    levels = list(LEVEL_NAMES)
-    rows = [[drone, *(_heard(v[lvl]) for lvl in levels)] for drone, v in at["drones"].items()]
-    rows.append(["**all drones**", *(f"**{_heard(at['pooled'][lvl])}**" for lvl in levels)])
-    rows.append(["mean share over drones", *(f"{at['mean_share_over_drones'][lvl]:.0%}" for lvl in levels)])
     amb = at["ambience"]
     minutes = ", ".join(f"{k} {v}" for k, v in fa["minutes_by_source"].items())
     lab = at["lab_test_split"]
@@ -97,7 +120,7 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         f"held-out ambience 20 dB under its own level. Epoch {held['chosen_epoch']} of the runs and "
         f"threshold **{held['threshold']}** were chosen here; the shipped model is trained the same "
         "way on every group, so these figures are those of its recipe, not of the file itself.", "",
-        *_table(["held-out drone", *LEVEL_NAMES.values()], rows), "",
+        *recordings_table(at), "",
         f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
         f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
         f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "
@@ -115,7 +138,7 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
                  for k, v in fa["hard_negatives"].items()]), "",
         "### By epoch (each at its own threshold for the target rate)", "",
         *_table(["epoch", "threshold", *LEVEL_NAMES.values(), "helicopters", "ambience events"],
-                [[e, v["threshold"], *(_heard(v["pooled"][lvl]) for lvl in levels),
+                [[e, v["threshold"], *(_heard(v["pooled"][lvl]) for lvl in LEVEL_NAMES),
                   f"{v['helicopters']['with_event']}/{v['helicopters']['of']}", v["ambience"]["events"]]
                  for e, v in held["by_epoch"].items()]), "",
     ]
@@ -125,7 +148,7 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
 def field_sections(metrics: dict[str, Any]) -> list[str]:
     """False alarms, hard negatives, range, latency, unseen sources: shared with the report."""
     field, lines = metrics["field"], []
-    lines += heldout_sections(metrics)
+    lines += heldout_sections(metrics) + recordings_sections(metrics)
     scene = field["scene"]
     snr, slow = field["recall_vs_snr_db"], field["low_blade_pass_recall_vs_snr_db"]
     dist = field["recall_vs_distance_m"]

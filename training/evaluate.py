@@ -327,6 +327,38 @@ def evaluate_model(int8: OnnxClassifier, fp32: OnnxClassifier | None, clips: Seq
     return out
 
 
+def recording_figures(classifier: OnnxClassifier, data_root: Path | None, extra: Sequence[Clip],
+                      max_clips_per_split: int | None,
+                      log: Callable[[str], None] = print) -> dict[str, object]:
+    """Per recording, as the field counts (an event or not, as recorded and 10-30 dB fainter),
+    with false alarms per hour of ambience: on the shared data cut as the leave-one-drone-out
+    folds cut it (held out only for a model that never trained on these sources), and on new
+    recordings as one fold of their own."""
+    from nightear_training import heldout
+    from nightear_training.build import _subsample
+    from nightear_training.data import ALL_SOURCES, load_clips
+    from nightear_training.recipe import Recipe, load_bank
+
+    recipe = Recipe(frontend=classifier.info.frontend)
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(
+        recipe.train, window_frames=classifier.window_frames))
+    shared = _subsample(load_clips(data_root, ALL_SOURCES), max_clips_per_split, 0)
+    audio = load_bank([*shared, *extra], classifier.info.frontend)
+    basis, threshold = classifier.mel_basis, classifier.info.threshold
+    sets = heldout.fold_sets(recipe, shared, audio, basis)
+    out: dict[str, object] = {"recordings": heldout.table(
+        heldout.merge([heldout.score_items(classifier.score, items) for _, _, items in sets]), threshold)}
+    drones = tuple(sorted({c.drone for c in extra if c.is_drone}))
+    if drones:
+        own = heldout.Fold("new recordings", drones, tuple(sorted({c.source for c in extra})))
+        ambience = [c for c in shared if c.source == "ambience"]
+        items = heldout.fold_items(own, [*extra, *ambience] if not any(
+            not c.is_drone for c in extra) else list(extra), audio, recipe, basis)
+        out["folder_recordings"] = heldout.table(heldout.score_items(classifier.score, items), threshold)
+    log(f"per recording at {threshold}: {out['recordings']['pooled']}")  # type: ignore[index]
+    return out
+
+
 def evaluate_file(model: Path, data_root: Path | None = None, extra: Sequence[Clip] = (),
                   out_dir: Path | None = None, max_clips_per_split: int | None = None,
                   log: Callable[[str], None] = print) -> dict[str, object]:
@@ -352,6 +384,7 @@ def evaluate_file(model: Path, data_root: Path | None = None, extra: Sequence[Cl
                          "file": model.name, "bytes": model.stat().st_size,
                          "threshold": classifier.info.threshold, "sources": list(sources)}}
     metrics.update(evaluate_model(classifier, None, clips, audio, log))
+    metrics.update(recording_figures(classifier, data_root, extra, max_clips_per_split, log))
     out_dir = out_dir or model.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{classifier.info.name}.eval.json").write_text(json.dumps(metrics, indent=1) + "\n")

@@ -31,7 +31,7 @@ from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.augment import background_stream, propagate, random_crop, rms_db
 from nightear_training.data import AMBIENCE, DRONE_AUDIO_DATASET, EXCLUDED, Clip, hash_fraction
-from nightear_training.evaluate import count_events
+from nightear_training.evaluate import count_events, threshold_for_rate
 from nightear_training.features import EVAL_HOP_FRAMES, clip_windows, pad_to
 from nightear_training.model import DroneCNN
 from nightear_training.recipe import Recipe, train_recipe
@@ -256,12 +256,6 @@ def false_alarms(scores: Scores, thresholds: Sequence[float] = tuple(THRESHOLDS)
     return {"unique_minutes": round(hours * 60, 1),
             "minutes_by_source": {k: round(v / 60, 1) for k, v in sorted(seconds.items())},
             "curve": curve}
-
-
-def threshold_for_rate(curve: Sequence[dict], per_hour: float) -> float:
-    """The lowest threshold whose out-of-fold false alarms per hour stay at or under `per_hour`."""
-    ok = [p["threshold"] for p in curve if p["per_hour"] <= per_hour]
-    return float(min(ok)) if ok else float(max(p["threshold"] for p in curve))
 
 
 def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
