@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the leave-one-drone-out models (quick: threshold from validation clips)")
+    b.add_argument("--heldout-scores", type=Path, help="also pickle the raw held-out scores here")
     b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
     e = sub.add_parser("evaluate", help="measure a model file on the test split (and a folder)")
     e.add_argument("--model", type=Path, required=True)
@@ -68,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
+                      heldout_scores=args.heldout_scores,
                       extra_clips=extra))
     return 0
 

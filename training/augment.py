@@ -217,7 +217,7 @@ class AugmentConfig:
     ambience while missing real drones. The knobs stay for experiments.
     """
 
-    snr_db: tuple[float, float] = (-5.0, 20.0)  # drone RMS over background RMS
+    snr_db: tuple[float, float] = (0.0, 20.0)  # drone RMS over background RMS: audible, labelled drone
     lowpass_probability: float = 0.6  # air absorption over a distance (the SNR is set after it)
     distance_m: tuple[float, float] = (20.0, 500.0)
     clean_probability: float = 0.0  # a drone recording as it is: no background

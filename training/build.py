@@ -53,6 +53,7 @@ class BuildConfig:
     target_false_alarms_per_hour: float = 1.0
     heldout: bool = True  # leave one drone out; False: threshold from validation clips (quick)
     heldout_epochs: tuple[int, ...] = (4, 6, 8, 10)  # epochs of each run scored on held-out data
+    heldout_scores: Path | None = None  # pickle the raw out-of-fold scores here, for other thresholds
     extra_clips: tuple[Clip, ...] = ()  # new field recordings (see data.load_folder)
 
 
@@ -88,7 +89,11 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         epochs = tuple(e for e in config.heldout_epochs if e <= recipe.train.epochs) or (recipe.train.epochs,)
         heldout = leave_one_drone_out(recipe, clips, audio, mel_basis, epochs,
                                       config.target_false_alarms_per_hour, log=log)
-        heldout.pop("scores")
+        raw = heldout.pop("scores")
+        if config.heldout_scores is not None:
+            import pickle
+
+            config.heldout_scores.write_bytes(pickle.dumps(raw))
         stop, threshold = int(heldout["chosen_epoch"]), float(heldout["threshold"])
         log(f"held out: epoch {stop}, threshold {threshold:.4f} for <= "
             f"{config.target_false_alarms_per_hour} false alarms per hour of ambience")
