@@ -22,6 +22,9 @@ from nightear.sinks.clips import ClipSettings
 from nightear.sinks.mqtt import MqttSettings
 from nightear.sources import AudioSettings
 
+# letters, digits, '.', '_', '-'; starting with a letter or digit (a host name fits)
+NODE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$"
+
 
 class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which model scores the windows, and how."""
@@ -47,7 +50,8 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything nightear reads from its YAML file."""
 
-    node: str = ""  # this unit's name in events; empty: the host name
+    # this unit's name in events, metrics and topics: a short slug; empty: the host name
+    node: Annotated[str, msgspec.Meta(pattern=NODE_PATTERN, max_length=63)] = ""
 
     model: ModelSettings = ModelSettings()
     frontend: FrontendConfig = FrontendConfig()

@@ -163,6 +163,9 @@ class Fleet:
             return lines + self._heartbeat(message)
         if isinstance(message, StatusMessage):
             reason = "online" if message.state == "online" else "offline (its last will or a clean stop)"
+            unit = self._unit(message.site, message.node)
+            if message.state == "online" and unit.heartbeat_at is not None:
+                unit.heartbeat_at = self.clock()  # back: its silence is counted from now
             return lines + self._set_up(message.site, message.node, message.state == "online", reason)
         return lines + self._event(message, received)
 

@@ -167,3 +167,19 @@ def test_mqtt_without_a_store_is_refused_with_the_keys_to_set(tmp_path: Path) ->
         msgspec.convert({"brokers": ["127.0.0.1:http"]}, MqttSettings)
     with pytest.raises(msgspec.ValidationError, match="mqtt.cert_file and mqtt.key_file go together"):
         msgspec.convert({"brokers": ["h"], "ca_file": "ca.crt", "cert_file": "c.crt"}, MqttSettings)
+
+
+def test_the_heartbeat_low_frequency_level_hears_wind_not_rotors() -> None:
+    import numpy as np
+
+    from nightear.sinks.heartbeat import LowFrequencyMeter
+
+    t = np.arange(16000 * 3) / 16000
+    gust = LowFrequencyMeter(16000)  # a full-scale 60 Hz rumble, in blocks of 0.1 s
+    for block in np.split(np.sin(2 * np.pi * 60 * t).astype(np.float32), 30):
+        gust.push(block)
+    hum = LowFrequencyMeter(16000)  # a rotor harmonic at 400 Hz, just as loud
+    hum.push((np.sin(2 * np.pi * 400 * t)).astype(np.float32))
+    assert LowFrequencyMeter(16000).dbfs is None  # nothing heard yet
+    assert gust.dbfs == pytest.approx(0.0, abs=0.2)
+    assert hum.dbfs is not None and hum.dbfs < -60.0
