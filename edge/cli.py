@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_bench.add_argument("--broker", default="127.0.0.1:1883", help="host:port of a running broker")
     fleet_bench.add_argument("--units", type=int, default=1000, help="simulated units")
     fleet_bench.add_argument("--seconds", type=float, default=60.0, help="seconds at the steady load")
+    fleet_bench.add_argument("--flood", type=int, default=20_000, help="messages in the ceiling flood")
+    fleet_bench.add_argument("--username", help="broker user (the broker's password file)")
+    fleet_bench.add_argument("--password", help="that user's password")
 
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
@@ -129,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fleet-bench":
             from nightear.fleet_bench import main as fleet_bench
 
-            return fleet_bench(args.broker, args.units, args.seconds)
+            return fleet_bench(args.broker, args.units, args.seconds, args.flood, args.username,
+                               args.password)
         return _info(args)
     except NightearError as exc:
         _error(str(exc))

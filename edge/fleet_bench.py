@@ -32,6 +32,7 @@ import msgspec
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from nightear.fleet import utc_iso
 from nightear.schema import SCHEMA_VERSION, EventMessage, HeartbeatMessage, encode, topic
 from nightear.sinks.mqtt import EventForwarder, MqttSettings
 from nightear.sinks.store import EventStore, StoredEvent
@@ -45,8 +46,6 @@ FLOOD_MESSAGES = 20_000
 
 
 def _iso(t: float) -> str:
-    from nightear.fleet import utc_iso
-
     return utc_iso(t)
 
 
@@ -65,9 +64,10 @@ def _event(node: str, event_id: str, state: str) -> bytes:
 class FleetUnderTest:
     """`nightear fleet` in its own process; every stdout line stamped as it arrives."""
 
-    def __init__(self, broker: str, folder: Path):
+    def __init__(self, link: MqttSettings, folder: Path):
+        broker = link.brokers[0]
         config = folder / "fleet.yaml"
-        config.write_text(msgspec.yaml.encode({"mqtt": {"brokers": [broker], "site": SITE},
+        config.write_text(msgspec.yaml.encode({"mqtt": link,
                                                "fleet": {"store": str(folder / "fleet.db")}}).decode())
         self.proc = subprocess.Popen([sys.executable, "-m", "nightear", "fleet", "--config", str(config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -99,10 +99,13 @@ class FleetUnderTest:
         self.proc.wait(30)
 
 
-def _publishers(host: str, port: int) -> list[mqtt.Client]:
+def _publishers(link: MqttSettings, count: int = CONNECTIONS) -> list[mqtt.Client]:
+    ((host, port),) = link.addresses()
     clients = []
-    for k in range(CONNECTIONS):
+    for k in range(count):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{k}-{uuid.uuid4().hex[:6]}")
+        if link.username is not None:
+            c.username_pw_set(link.username, link.password)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.connect(host, port)
@@ -161,23 +164,26 @@ def _steady(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str],
         time.sleep(0.1)
     cpu = (fleet.cpu_seconds() - cpu0) / (time.monotonic() - t0)
     arrived = fleet.alerts()
-    downs = sum(1 for _, d in fleet.lines if d["kind"] == "unit" and d["state"] == "down")
+    downs = [f"{d['node']}: {d['reason']}" for _, d in fleet.lines
+             if d["kind"] == "unit" and d["state"] == "down"]
     return {
         "seconds": round(elapsed, 1), "messages": messages, "messages_per_s": round(messages / elapsed, 1),
         "alerts_lost": len(set(sent) - set(arrived)),
         "alert_latency_ms": _percentiles([arrived[k] - t for k, t in sent.items() if k in arrived]),
-        "fleet_cpu_share_of_one_core": round(cpu, 3), "units_reported_down": downs,
+        "fleet_cpu_share_of_one_core": round(cpu, 3), "units_reported_down": len(downs),
+        "downs": downs[:5],
         "sink": {"alert_latency_ms": _percentiles([arrived[k] - t for k, t in sink_sent.items()
                                                    if k in arrived]),
                  "lost": len(set(sink_sent) - set(arrived))},
     }
 
 
-def _ceiling(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str]) -> dict[str, object]:
+def _ceiling(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str],
+             flood: int) -> dict[str, object]:
     """Heartbeats as fast as the publishers go, then one marker event: when the fleet prints
     the marker it has taken every message before it (one connection keeps its order)."""
     start = time.time()
-    for k in range(FLOOD_MESSAGES):
+    for k in range(flood):
         node = nodes[k % len(nodes)]
         clients[0].publish(topic(SITE, node, "heartbeat"), _heartbeat(node), qos=1)
     marker = uuid.uuid4().hex
@@ -186,20 +192,22 @@ def _ceiling(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str]
     while (marker, "open") not in fleet.alerts() and time.time() < deadline:
         time.sleep(0.02)
     elapsed = fleet.alerts().get((marker, "open"), float("nan")) - start
-    return {"messages": FLOOD_MESSAGES + 1, "seconds": round(elapsed, 2),
-            "messages_per_s": round((FLOOD_MESSAGES + 1) / elapsed, 0)}
+    return {"messages": flood + 1, "seconds": round(elapsed, 2),
+            "messages_per_s": round((flood + 1) / elapsed, 0)}
 
 
-def main(broker: str, units: int, seconds: float) -> int:
-    host, _, port = broker.rpartition(":")
+def main(broker: str, units: int, seconds: float, flood: int = FLOOD_MESSAGES,
+         username: str | None = None, password: str | None = None) -> int:
+    """Run the benchmark against `broker` (host:port, no TLS) and print the report."""
+    link = MqttSettings(brokers=[broker], site=SITE, username=username, password=password)
     nodes = [f"unit-{k:04d}" for k in range(units)]
     with tempfile.TemporaryDirectory(prefix="nightear-fleet-bench-") as tmp:
         folder = Path(tmp)
-        fleet = FleetUnderTest(broker, folder)
-        clients = _publishers(host, int(port))
+        fleet = FleetUnderTest(link, folder)
+        clients = _publishers(link)
         store = EventStore(folder / "sink.db")
-        forwarder = EventForwarder(MqttSettings(brokers=[broker], site=SITE), folder / "sink.db", "sink",
-                                   None, lambda line: None)
+        sink = f"sink-{uuid.uuid4().hex[:6]}"
+        forwarder = EventForwarder(link, folder / "sink.db", sink, None, lambda line: None)
         forwarder.start()
         try:
             report: dict[str, object] = {
@@ -209,12 +217,17 @@ def main(broker: str, units: int, seconds: float) -> int:
                           "close 2 s later",
             }
             report["steady"] = _steady(clients, fleet, nodes, seconds, (forwarder, store))
-            report["ceiling"] = _ceiling(clients, fleet, nodes)
+            report["ceiling"] = _ceiling(clients, fleet, nodes, flood)
         finally:
             forwarder.close(1.0)
             for c in clients:
                 c.loop_stop()
                 c.disconnect()
             fleet.stop()
+            # leave the broker as it was: no retained status of the benchmark's unit
+            (cleaner,) = _publishers(link, 1)
+            cleaner.publish(topic(SITE, sink, "status"), b"", qos=1, retain=True).wait_for_publish(5)
+            cleaner.loop_stop()
+            cleaner.disconnect()
     print(json.dumps(report, indent=2))
     return 0

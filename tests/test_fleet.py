@@ -243,3 +243,15 @@ def test_fleet_without_a_broker_or_store_is_one_clear_line(tmp_path: Path) -> No
     missing = run_cli("fleet", "--db", str(tmp_path / "none.db"), "--export", "csv")
     assert missing.returncode == 2 and "none.db: no such fleet store" in missing.stderr
     assert not os.path.exists(tmp_path / "none.db")
+
+
+def test_fleet_bench_loads_the_real_fleet_and_reports_what_it_measured(broker: Broker) -> None:
+    result = run_cli("fleet-bench", "--broker", f"127.0.0.1:{broker.plain_port}", "--units", "40",
+                     "--seconds", "4", "--flood", "400", "--username", USER, "--password", PASSWORD)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    steady = report["steady"]
+    assert steady["messages"] >= 16 and steady["alerts_lost"] == 0 and steady["units_reported_down"] == 0
+    assert steady["alert_latency_ms"]["n"] == 4 and 0 < steady["alert_latency_ms"]["median"] < 5000
+    assert steady["sink"]["lost"] == 0 and steady["sink"]["alert_latency_ms"]["n"] == 4
+    assert report["ceiling"]["messages"] == 401 and report["ceiling"]["messages_per_s"] > 0
