@@ -60,10 +60,10 @@ else
 fi
 install -m 0644 "$SRC/deploy/nightear.service" "$UNIT"
 
-# A network sink (mqtt.host set) needs IP sockets, which the unit denies: a drop-in allows them.
+# A network sink (mqtt.brokers set) needs IP sockets, which the unit denies: a drop-in allows them.
 DROPIN="$UNIT.d/network.conf"
 if "$PREFIX/venv/bin/python" -c 'import sys; from nightear.config import load_settings
-sys.exit(0 if getattr(getattr(load_settings(sys.argv[1]), "mqtt", None), "host", None) else 1)' \
+sys.exit(0 if load_settings(sys.argv[1]).mqtt.enabled else 1)' \
     "$CONFIG" 2>/dev/null; then
   install -D -m 0644 "$SRC/deploy/network.conf" "$DROPIN"
   echo "install.sh: wrote $DROPIN: the MQTT sink may use IP sockets"

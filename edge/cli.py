@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    fleet = sub.add_parser("fleet", help="subscribe to a site's units: alerts, unit health, position fixes")
+    fleet.add_argument("--config", help="YAML config file (its mqtt and fleet sections)")
+    fleet.add_argument("--db", help="the fleet's SQLite store (overrides fleet.store)")
+    fleet.add_argument("--export", choices=("csv", "json"), help="print the stored events and exit")
+    fleet.add_argument("--since", type=_since, help="with --export: ISO time (UTC) or an age (12h, 2d)")
+
+    fleet_bench = sub.add_parser("fleet-bench",
+                                 help="load a broker and a nightear fleet with simulated units")
+    fleet_bench.add_argument("--broker", default="127.0.0.1:1883", help="host:port of a running broker")
+    fleet_bench.add_argument("--units", type=int, default=1000, help="simulated units")
+    fleet_bench.add_argument("--seconds", type=float, default=60.0, help="seconds at the steady load")
+
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
     info.add_argument("--config", help="YAML config file")
@@ -113,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "fleet":
+            return _fleet(args)
+        if args.command == "fleet-bench":
+            from nightear.fleet_bench import main as fleet_bench
+
+            return fleet_bench(args.broker, args.units, args.seconds)
         return _info(args)
     except NightearError as exc:
         _error(str(exc))
@@ -164,7 +182,8 @@ def _listen(args: argparse.Namespace) -> int:
     from nightear.daemon import Listener
 
     settings, classifier = _load(args)
-    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration)
+    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
+                        config_folder=Path(args.config).parent if args.config else None)
     listener.install_signal_handlers()
     listener.run()
     return 0
@@ -200,6 +219,34 @@ def _events(args: argparse.Namespace) -> int:
             print(f"{event.start}  {event.end}  {event.state:6s}  peak {event.peak_confidence:.2f}  "
                   f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
     store.close()
+    return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from nightear import fleet
+
+    settings = load_settings(args.config)
+    base = Path(args.config).parent if args.config else None
+    fleet_settings = settings.fleet
+    if args.db is not None:
+        fleet_settings = msgspec.structs.replace(fleet_settings, store=args.db)
+    if args.export:
+        path = fleet_settings.store
+        if path is None or not Path(path).is_file():
+            raise ConfigError(f"{path}: no such fleet store" if path else
+                              "no fleet store to export: give --db FILE or a config with fleet.store")
+        store = fleet.FleetStore(path)
+        fleet.export(store, args.export, sys.stdout, args.since)
+        store.close()
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    fleet.run(settings.mqtt, fleet_settings, sys.stdout,
+              lambda line: print(line, file=sys.stderr, flush=True), stop, base)
     return 0
 
 

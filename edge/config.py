@@ -14,9 +14,12 @@ import msgspec
 from nightear.array import ArrayGeometry, ArraySettings
 from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
+from nightear.fleet import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.pipeline import DEFAULT_HOP_SECONDS
+from nightear.schema import UnitPosition
 from nightear.sinks.clips import ClipSettings
+from nightear.sinks.mqtt import MqttSettings
 from nightear.sources import AudioSettings
 
 # letters, digits, '.', '_', '-'; starting with a letter or digit (a host name fits)
@@ -58,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     store: StoreSettings = StoreSettings()
     metrics: MetricsSettings = MetricsSettings()
     clips: ClipSettings = ClipSettings()
+    # the fleet: where this unit stands, the broker it reports to, and `nightear fleet`'s own
+    position: UnitPosition | None = None
+    mqtt: MqttSettings = MqttSettings()
+    fleet: FleetSettings = FleetSettings()
 
     def __post_init__(self) -> None:
         geometry = self.geometry

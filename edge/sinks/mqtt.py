@@ -1,0 +1,377 @@
+"""The MQTT sink: store-and-forward from the SQLite store to a broker, and the unit's heartbeat.
+
+The store is the record; MQTT is how the record travels. An event is published (QoS 1) from
+the store and marked sent, in the store's own `mqtt_sent` table, only when the broker
+acknowledges it (PUBACK). Whatever a broker outage, a network cut or a reboot left unsent goes
+out when the broker is back, oldest first, at most `max_events_per_second`; the fleet stores
+events by id, so a message the broker got twice (an acknowledgement lost with the link) is
+stored once. A unit keeps a retained `status` (`online`; its last will `offline`), so an
+operator sees a dead unit at once.
+
+One thread owns the connection, the publishing and its own store connection: no locks. It
+connects to the configured brokers in turn (a cluster's nodes, or a load balancer in front of
+them), and a refused or unreachable broker is reported and retried with backoff while the
+daemon goes on detecting and storing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import paho.mqtt.client as mqtt
+
+from nightear.errors import ConfigError
+from nightear.schema import (
+    MAX_TRACK_POINTS,
+    SCHEMA_VERSION,
+    EventMessage,
+    HeartbeatMessage,
+    Slug,
+    StatusMessage,
+    TrackPoint,
+    UnitPosition,
+    encode,
+    topic,
+)
+from nightear.sinks.store import COLUMNS, StoredEvent
+
+RECONNECT_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before trying the brokers again
+LOOP_SECONDS = 0.02  # how long the network loop waits for the socket: the alert's added latency
+MAX_IN_FLIGHT = 20  # events published and not yet acknowledged
+SENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mqtt_sent (
+    event_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    acked TEXT NOT NULL
+);
+"""
+
+
+class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a unit sends its events and heartbeats, and how it proves who it is."""
+
+    brokers: list[str] = []  # "host" or "host:port", tried in turn; empty: no MQTT
+    site: Slug = "site"  # topics are nightear/<site>/<node>/...
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None  # a file holding the password (kept out of the config)
+    ca_file: str | None = None  # TLS: the CA that signed the broker's certificate; sets TLS on
+    cert_file: str | None = None  # TLS client certificate (optional) ...
+    key_file: str | None = None  # ... and its key
+    keepalive_seconds: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    heartbeat_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 10.0
+    max_events_per_second: Annotated[float, msgspec.Meta(gt=0.0, le=1000.0)] = 10.0
+
+    def __post_init__(self) -> None:
+        for broker in self.brokers:
+            host, _, port = broker.rpartition(":") if ":" in broker else (broker, "", "")
+            if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise ValueError(f"mqtt.brokers: {broker!r} is not host or host:port")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either mqtt.password or mqtt.password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("mqtt.cert_file needs mqtt.ca_file (TLS)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.brokers)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        default = 8883 if self.ca_file else 1883
+        out = []
+        for broker in self.brokers:
+            host, _, port = broker.rpartition(":") if ":" in broker else (broker, "", "")
+            out.append((host, int(port) if port else default))
+        return out
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class BrokerLink:
+    """One MQTT client that fails and comes back alone: connect to the brokers in turn, report
+    why a broker refused or could not be reached (once per reason), retry with backoff."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, clean_session: bool,
+                 log: Callable[[str], None], base: Path | None = None,
+                 patience: str = "events stay in the store until a broker takes them"):
+        self.settings, self.log, self.client_id, self.patience = settings, log, client_id, patience
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean_session, protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        self.client.max_queued_messages_set(MAX_IN_FLIGHT)
+        self._configure(base)
+        self.connected = False
+        self.on_connected: Callable[[], None] = lambda: None
+        self._address = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_reason = ""
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+
+    def _configure(self, base: Path | None) -> None:
+        s = self.settings
+
+        def path(name: str | None) -> str | None:
+            return None if name is None else str(base / name if base and not Path(name).is_absolute()
+                                                 else Path(name))
+
+        password = s.password
+        if s.password_file is not None:
+            try:
+                password = Path(path(s.password_file) or "").read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file {s.password_file}: cannot read it "
+                                  f"({exc.strerror})") from None
+        if s.username is not None:
+            self.client.username_pw_set(s.username, password)
+        if s.ca_file is not None:
+            for key, name in (("ca_file", s.ca_file), ("cert_file", s.cert_file), ("key_file", s.key_file)):
+                if name is not None and not Path(path(name) or "").is_file():
+                    raise ConfigError(f"mqtt.{key} {name}: no such file")
+            try:
+                self.client.tls_set(ca_certs=path(s.ca_file), certfile=path(s.cert_file),
+                                    keyfile=path(s.key_file))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(f"mqtt.ca_file/cert_file/key_file: not usable ({exc})") from None
+
+    @property
+    def where(self) -> str:
+        host, port = self.settings.addresses()[self._address]
+        return f"{host}:{port}"
+
+    def service(self, stop: threading.Event) -> None:
+        """Run the network loop for a moment: connect when due, read and write the socket."""
+        if not self.connected and self.client.socket() is None:
+            if time.monotonic() >= self._retry_at:
+                self._connect()
+            if self.client.socket() is None:
+                stop.wait(LOOP_SECONDS)
+                return
+        rc = self.client.loop(timeout=LOOP_SECONDS)
+        if rc != mqtt.MQTT_ERR_SUCCESS and self.client.socket() is None:
+            self._lost(f"connection lost ({mqtt.error_string(rc)})")
+
+    def _connect(self) -> None:
+        host, port = self.settings.addresses()[self._address]
+        try:
+            self.client.connect(host, port, self.settings.keepalive_seconds)
+        except ssl.SSLCertVerificationError as exc:
+            self._failed(f"the broker's TLS certificate is not trusted ({exc.verify_message}; check "
+                         f"mqtt.ca_file {self.settings.ca_file})", severity="error")
+        except ssl.SSLError as exc:
+            self._failed(f"TLS handshake failed ({exc.reason or exc}; check mqtt.ca_file, cert_file, "
+                         "and that the port is the broker's TLS listener)")
+        except OSError as exc:
+            self._failed(f"cannot reach it ({exc.strerror or exc})")
+
+    def _failed(self, reason: str, severity: str = "warning") -> None:
+        """Back off and try the next broker; say why, unless it is the same reason again."""
+        message = f"mqtt broker {self.where} {reason}"
+        if message != self._last_reason:
+            self.log(f"nightear: {severity}: {message}; {self.patience}")
+            self._last_reason = message
+        wait = RECONNECT_SECONDS[min(self._failures, len(RECONNECT_SECONDS) - 1)]
+        self._failures += 1
+        self._address = (self._address + 1) % len(self.settings.addresses())
+        self._retry_at = time.monotonic() + wait
+
+    def _lost(self, reason: str) -> None:
+        was = self.connected
+        self.connected = False
+        if self.client.socket() is not None:
+            self.client.disconnect()
+        if was:
+            self._failures = 0
+        self._failed(reason)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
+                    reason: mqtt.ReasonCode, properties: object) -> None:
+        if reason.is_failure:
+            who = f"user {self.settings.username!r}" if self.settings.username else "no user name"
+            self.connected = False
+            client.disconnect()
+            self._failed(f"refused {self.client_id} ({reason}; {who}: check mqtt.username and "
+                         "mqtt.password or password_file)", severity="error")
+            return
+        self.connected, self._failures, self._last_reason = True, 0, ""
+        self.log(f"nightear: mqtt connected to {self.where}")
+        self.on_connected()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason: mqtt.ReasonCode, properties: object) -> None:
+        if self.connected:
+            self.connected = False
+            self._failed(f"connection lost ({reason})")
+
+
+class EventForwarder:
+    """Sends the store's events to the broker and the unit's heartbeat, on its own thread.
+
+    `wake()` after storing an event sends it at once. `heartbeat(pending)` gives the unit's
+    health (the daemon's counters); `clock` paces heartbeats and the send rate (tests move it).
+    """
+
+    def __init__(self, settings: MqttSettings, store_path: str | Path | None, node: str,
+                 heartbeat: Callable[[int], HeartbeatMessage] | None,
+                 log: Callable[[str], None], position: UnitPosition | None = None,
+                 heading_deg: float | None = None, base: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if store_path is None:
+            raise ConfigError("mqtt.brokers needs store.path: events are sent from the store, so "
+                              "that a broker outage loses none")
+        self.settings, self.node, self.log, self.clock = settings, node, log, clock
+        self.store_path = Path(store_path)
+        self.heartbeat, self.position, self.heading_deg = heartbeat, position, heading_deg
+        self._drain_until = 0.0
+        self.link = BrokerLink(settings, f"nightear-{settings.site}-{node}", True, log, base)
+        status_topic = topic(settings.site, node, "status")
+        self.link.client.will_set(status_topic, self._status("offline"), qos=1, retain=True)
+        self.link.on_connected = self._on_connected
+        self.link.client.on_publish = self._on_publish
+        self._in_flight: dict[int, tuple[str, str]] = {}  # mid -> (event id, state)
+        self._wake, self.stop_event = threading.Event(), threading.Event()
+        self._tokens = 1.0
+        self._refilled = clock()
+        self._next_heartbeat = 0.0
+        self._db: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self.acked = 0  # events the broker acknowledged since start
+
+    def _status(self, state: str) -> bytes:
+        return encode(StatusMessage(SCHEMA_VERSION, self.node, self.settings.site, state, utc_now()))  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """An event was stored: send it now (if the broker is there and the rate allows)."""
+        self._wake.set()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what can be sent within `timeout_s`, say `offline`, disconnect."""
+        self._drain_until = time.monotonic() + timeout_s
+        self.stop_event.set()
+        self._wake.set()
+        self._thread.join(timeout_s + 2.0)
+
+    def _run(self) -> None:
+        self._db = sqlite3.connect(self.store_path, isolation_level=None, timeout=10.0)
+        self._db.executescript(SENT_SCHEMA)
+        try:
+            while not self.stop_event.is_set() or self._draining():
+                self.link.service(self._wake)
+                self._wake.clear()
+                if self.link.connected:
+                    self._send_pending()
+                    self._send_heartbeat()
+            if self.link.connected:
+                info = self.link.client.publish(topic(self.settings.site, self.node, "status"),
+                                                self._status("offline"), qos=1, retain=True)
+                deadline = time.monotonic() + 1.0
+                while not info.is_published() and time.monotonic() < deadline and self.link.connected:
+                    self.link.client.loop(LOOP_SECONDS)
+                self.link.client.disconnect()
+        finally:
+            self._db.close()
+
+    def _draining(self) -> bool:
+        """After close(): go on while events are in flight or pending and time is left (a unit
+        stopped right after an alert still gets it out if a broker takes it in time)."""
+        if time.monotonic() >= self._drain_until:
+            return False
+        return bool(self._in_flight) or self.pending_count() > 0
+
+    def _on_connected(self) -> None:
+        self._in_flight.clear()  # unacknowledged sends of the last connection go out again
+        self.link.client.publish(topic(self.settings.site, self.node, "status"), self._status("online"),
+                                 qos=1, retain=True)
+        self._next_heartbeat = self.clock()
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object,
+                    properties: object) -> None:
+        sent = self._in_flight.pop(mid, None)
+        if sent is None or self._db is None:
+            return
+        event_id, state = sent
+        self._db.execute(  # closed is final: a late PUBACK of the open never undoes it
+            "INSERT INTO mqtt_sent (event_id, state, acked) VALUES (?, ?, ?) ON CONFLICT(event_id) "
+            "DO UPDATE SET state = excluded.state, acked = excluded.acked WHERE mqtt_sent.state != 'closed'",
+            (event_id, state, utc_now()))
+        self.acked += 1
+
+    def pending(self, limit: int) -> list[tuple[str, str]]:
+        """(id, state) of stored events the broker has not acknowledged, oldest first."""
+        assert self._db is not None
+        return list(self._db.execute(
+            "SELECT e.id, e.state FROM events e LEFT JOIN mqtt_sent s ON s.event_id = e.id "
+            "WHERE s.state IS NULL OR (s.state != e.state AND s.state != 'closed') "
+            "ORDER BY e.start, e.id LIMIT ?", (limit,)))
+
+    def pending_count(self) -> int:
+        assert self._db is not None
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM events e LEFT JOIN mqtt_sent s ON s.event_id = e.id "
+            "WHERE s.state IS NULL OR (s.state != e.state AND s.state != 'closed')").fetchone()
+        return int(count)
+
+    def _send_pending(self) -> None:
+        now = self.clock()
+        rate = self.settings.max_events_per_second
+        self._tokens = min(max(1.0, rate), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1.0 or len(self._in_flight) >= MAX_IN_FLIGHT:
+            return
+        busy = set(self._in_flight.values())
+        assert self._db is not None
+        for event_id, state in self.pending(MAX_IN_FLIGHT + len(busy)):
+            if self._tokens < 1.0 or len(self._in_flight) >= MAX_IN_FLIGHT:
+                break
+            if (event_id, state) in busy:
+                continue
+            payload = event_payload(self._db, event_id, self.settings.site, self.node, self.position,
+                                    self.heading_deg)
+            info = self.link.client.publish(topic(self.settings.site, self.node, "event"), payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            self._in_flight[info.mid] = (event_id, state)
+            self._tokens -= 1.0
+
+    def _send_heartbeat(self) -> None:
+        if self.heartbeat is None or self.clock() < self._next_heartbeat:
+            return
+        self._next_heartbeat = self.clock() + self.settings.heartbeat_seconds
+        message = self.heartbeat(self.pending_count())
+        self.link.client.publish(topic(self.settings.site, self.node, "heartbeat"), encode(message), qos=1)
+
+
+def event_payload(db: sqlite3.Connection, event_id: str, site: str, node: str,
+                  position: UnitPosition | None, heading_deg: float | None) -> bytes:
+    """A stored event as the schema's JSON, from the store as it stands now."""
+    row = db.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+    e = StoredEvent(*row)
+    track = [TrackPoint(*point) for point in db.execute(
+        "SELECT t, bearing_deg, elevation_deg, coherence, confidence FROM bearings "
+        "WHERE event_id = ? ORDER BY t", (event_id,))]
+    if len(track) > MAX_TRACK_POINTS:  # a very long pass: keep every k-th window
+        track = track[:: -(-len(track) // MAX_TRACK_POINTS)]
+    return encode(EventMessage(
+        schema=SCHEMA_VERSION, id=e.id, node=node, site=site, state=e.state,  # type: ignore[arg-type]
+        start=e.start, end=e.end, sent=utc_now(), peak_confidence=e.peak_confidence,
+        mean_confidence=e.mean_confidence, windows=e.windows, model=e.model,
+        model_sha256=e.model_sha256, bearing_deg=e.bearing_deg,
+        bearing_spread_deg=e.bearing_spread_deg, elevation_deg=e.elevation_deg,
+        bearing_mirror_deg=e.bearing_mirror_deg, position=position,
+        heading_deg=heading_deg if e.bearing_deg is not None else None, track=track))
