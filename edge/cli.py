@@ -31,6 +31,7 @@ from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
 PROGRESS_MIN_SECONDS = 60.0  # show a progress bar when there is at least this much audio
+TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
 NO_CAPTURE_DEVICE = ("no capture device found: check that the microphone is plugged in and listed "
                      "by `arecord -l`, and that this user is in the `audio` group")
 
@@ -162,10 +163,23 @@ def _load(args: argparse.Namespace) -> tuple[Settings, OnnxClassifier]:
 
 def _info(args: argparse.Namespace) -> int:
     _, classifier = _load(args)
-    meta = {k: v for k, v in classifier.info.metadata.items() if k != "mel_basis"}
-    meta.update(path=str(classifier.path), sha256=classifier.info.sha256)
+    info = classifier.info
+    meta = {k: _metadata_value(k, v) for k, v in info.metadata.items() if k != "mel_basis"}
+    meta.update(path=str(classifier.path), sha256=info.sha256, window_seconds=round(
+        info.frontend.samples_for_frames(info.window_frames) / info.frontend.sample_rate, 4))
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
+
+
+def _metadata_value(key: str, text: str) -> object:
+    """ONNX metadata is all text: numbers back to numbers and lists to lists, names kept as text."""
+    if key in TEXT_METADATA or key.endswith("sha256"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | list) and not isinstance(value, bool) else text
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -248,9 +262,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.array is not None or not array.enabled:
         array = msgspec.structs.replace(array, preset=args.array or "respeaker-4mic", mics=None,
                                         channels=None)
-    audio = bench.test_audio(classifier.info.frontend.sample_rate, args.seconds,
-                             Path(args.audio) if args.audio else None)
-    print(json.dumps(bench.run(classifier, audio, array), indent=2))
+    rate, recording = classifier.info.frontend.sample_rate, Path(args.audio) if args.audio else None
+    print(json.dumps(bench.run(classifier, lambda: bench.test_audio(rate, args.seconds, recording),
+                               array), indent=2))
     return 0
 
 

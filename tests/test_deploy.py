@@ -4,6 +4,7 @@ score), the installed config valid, private and kept on upgrade."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -131,3 +132,19 @@ def test_unit_scores_at_most_2_5_with_and_without_the_network_dropin(tmp_path: P
     merged = tmp_path / "nightear.service"  # the drop-in's lines after the unit's, as systemd reads them
     merged.write_text(UNIT.read_text() + NETWORK_DROPIN.read_text())
     assert exposure(merged) <= MAX_EXPOSURE
+
+
+def test_edge_install_is_light_and_the_bench_says_what_it_lacks(scratch: Path) -> None:
+    python = str(scratch / "opt/nightear/venv/bin/python")
+    heavy = ("librosa", "scipy", "numba", "llvmlite", "torch", "matplotlib", "sklearn")
+    found = subprocess.run([python, "-c", "import importlib.util, sys; "
+                            "print(*[m for m in sys.argv[1:] if importlib.util.find_spec(m)])", *heavy],
+                           capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip() == "", found.stdout
+    bench = subprocess.run([python, "-m", "nightear", "bench", "--seconds", "10"], capture_output=True,
+                           text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    figures = json.loads(bench.stdout)
+    assert figures["pipeline_real_time_factor"] > 1
+    assert figures["baseline"] == {"skipped": "librosa is not installed: pip install 'nightear[bench]' to "
+                                              "compare with librosa's melspectrogram and the FP32 model"}
