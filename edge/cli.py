@@ -305,8 +305,19 @@ def _check(args: argparse.Namespace) -> int:
     if settings.metrics.path:
         metrics = settings.metrics.path
         attempt("metrics", lambda: (preflight.probe_metrics(metrics), metrics)[1])
+    if settings.mqtt.enabled:
+        attempt("mqtt", lambda: _check_mqtt(settings, args.config))
     attempt("audio device", lambda: _check_device(settings))
     return EXIT_USER_ERROR if failed else 0
+
+
+def _check_mqtt(settings: Settings, config: str | None) -> str:
+    import socket
+
+    from nightear.sinks.mqtt import probe_brokers
+
+    return probe_brokers(settings.mqtt, settings.node or socket.gethostname(), settings.store.path,
+                         Path(config).parent if config else None)
 
 
 def _check_array(settings: Settings, g: ArrayGeometry, classifier: OnnxClassifier) -> str:

@@ -255,3 +255,23 @@ def test_fleet_bench_loads_the_real_fleet_and_reports_what_it_measured(broker: B
     assert steady["alert_latency_ms"]["n"] == 4 and 0 < steady["alert_latency_ms"]["median"] < 5000
     assert steady["sink"]["lost"] == 0 and steady["sink"]["alert_latency_ms"]["n"] == 4
     assert report["ceiling"]["messages"] == 401 and report["ceiling"]["messages_per_s"] > 0
+
+
+def test_check_tries_the_broker_as_the_unit_will(fake_mic, broker: Broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    env = fake_mic(BEBOP)
+    store = tmp_path / "unit.db"
+
+    def check(name: str, **mqtt_section: object) -> subprocess.CompletedProcess[str]:
+        config = unit_yaml(tmp_path / f"{name}.yaml", "post-4", store, broker.unit_config(**mqtt_section))
+        return subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(config)],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+    good = check("good")
+    assert good.returncode == 0, good.stderr
+    assert f"mqtt: ok (127.0.0.1:{broker.tls_port}, TLS, user 'unit', site border)" in good.stdout
+    bad = check("bad", password="guess")
+    assert bad.returncode == 2 and "audio device: ok" in bad.stdout  # every part is still tried
+    (line,) = [x for x in bad.stderr.splitlines() if "mqtt" in x]
+    assert line == (f"nightear: error: mqtt broker 127.0.0.1:{broker.tls_port} refused "
+                    "nightear-check-border-post-4 (Not authorized; user 'unit': check mqtt.username and "
+                    "mqtt.password or password_file)")

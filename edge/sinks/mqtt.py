@@ -375,3 +375,29 @@ def event_payload(db: sqlite3.Connection, event_id: str, site: str, node: str,
         bearing_spread_deg=e.bearing_spread_deg, elevation_deg=e.elevation_deg,
         bearing_mirror_deg=e.bearing_mirror_deg, position=position,
         heading_deg=heading_deg if e.bearing_deg is not None else None, track=track))
+
+
+def probe_brokers(settings: MqttSettings, node: str, store_path: str | None, base: Path | None = None,
+                  timeout_s: float = 10.0) -> str:
+    """`nightear check`: connect to the brokers as the unit will (each tried once) and say which
+    one took it; ConfigError with the broker's reason when none does. A client id of its own,
+    so that a check never pushes the running unit off the broker."""
+    if store_path is None:
+        raise ConfigError("mqtt.brokers needs store.path: events are sent from the store")
+    said: list[str] = []
+    link = BrokerLink(settings, f"nightear-check-{settings.site}-{node}", True, said.append, base,
+                      patience="")
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    brokers = len(settings.addresses())
+    while not link.connected and link._failures < brokers and time.monotonic() < deadline:
+        link._retry_at = min(link._retry_at, time.monotonic())  # the next broker at once
+        link.service(stop)
+    if not link.connected:
+        reason = said[-1] if said else f"mqtt broker {link.where}: no answer within {timeout_s:.0f} s"
+        raise ConfigError(reason.split(": ", 2)[-1].removesuffix("; "))
+    where = link.where
+    link.client.disconnect()
+    tls = ", TLS" if settings.ca_file else ""
+    user = f", user {settings.username!r}" if settings.username else ""
+    return f"{where}{tls}{user}, site {settings.site}"
