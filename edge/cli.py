@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import TextIO
 import msgspec
 
 from nightear import __version__
-from nightear.array import PRESETS, ArrayGeometry
+from nightear.array import PRESETS
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
@@ -32,8 +32,6 @@ from nightear.sources import WavSource
 EXIT_USER_ERROR = 2
 PROGRESS_MIN_SECONDS = 60.0  # show a progress bar when there is at least this much audio
 TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
-NO_CAPTURE_DEVICE = ("no capture device found: check that the microphone is plugged in and listed "
-                     "by `arecord -l`, and that this user is in the `audio` group")
 
 
 def _threshold(text: str) -> float:
@@ -269,73 +267,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Each part `listen` needs, tried for real; every failure named, exit 2 if any failed."""
     from nightear import preflight
 
     settings = load_settings(args.config)
     print(f"config: ok ({args.config or 'defaults'})")
-    failed = False
-
-    def attempt(name: str, probe: Callable[[], str]) -> bool:
-        nonlocal failed
-        try:
-            print(f"{name}: ok ({probe()})", flush=True)
-            return True
-        except NightearError as exc:
-            _error(str(exc))
-            failed = True
-            return False
-
-    loaded: list[OnnxClassifier] = []
-
-    def model() -> str:
-        loaded.append(_load(args)[1])
-        info, p = loaded[0].info, preflight.probe_model(loaded[0])
-        return (f"{loaded[0].path}, {info.name} {info.version}, threshold {info.threshold}, "
-                f"silence scores {p:.3f}")
-
-    geometry = settings.geometry
-    if attempt("model", model) and geometry is not None:
-        attempt("array", lambda: _check_array(settings, geometry, loaded[0]))
-    if settings.store.path:
-        attempt("store", lambda: preflight.probe_store(settings.store.path or ""))
-    if settings.clips.folder:
-        folder = Path(settings.clips.folder)
-        attempt("clips", lambda: (preflight.probe_folder(folder, "clips.folder"), str(folder))[1])
-    if settings.metrics.path:
-        metrics = settings.metrics.path
-        attempt("metrics", lambda: (preflight.probe_metrics(metrics), metrics)[1])
-    if settings.mqtt.enabled:
-        attempt("mqtt", lambda: _check_mqtt(settings, args.config))
-    attempt("audio device", lambda: _check_device(settings))
-    return EXIT_USER_ERROR if failed else 0
-
-
-def _check_mqtt(settings: Settings, config: str | None) -> str:
-    import socket
-
-    from nightear.sinks.mqtt import probe_brokers
-
-    return probe_brokers(settings.mqtt, settings.node or socket.gethostname(), settings.store.path,
-                         Path(config).parent if config else None)
-
-
-def _check_array(settings: Settings, g: ArrayGeometry, classifier: OnnxClassifier) -> str:
-    Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels,
-             settings.array)  # builds the array stage: its band must suit the device's rate
-    return (f"{g.name}: {g.source}; {g.mics} mics on channels {list(g.mic_channels)} of "
-            f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
-            f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'}")
-
-
-def _check_device(settings: Settings) -> str:
-    from nightear.sources import MicSource, list_devices
-
-    if not list_devices():
-        raise AudioError(NO_CAPTURE_DEVICE)
-    mic = MicSource(settings.audio, settings.capture_channels)
-    mic.check()
-    return f"{mic.device_info['name']!r}, {mic.channels} ch, {settings.audio.sample_rate} Hz"
+    ok = preflight.check(settings, lambda: _load(args)[1], print, _error,
+                         Path(args.config).parent if args.config else None)
+    return 0 if ok else EXIT_USER_ERROR
 
 
 def _devices() -> int:
@@ -343,6 +281,8 @@ def _devices() -> int:
 
     devices = list_devices()
     if not devices:
+        from nightear.preflight import NO_CAPTURE_DEVICE
+
         raise AudioError(NO_CAPTURE_DEVICE)
     for device in devices:
         print(json.dumps(device))

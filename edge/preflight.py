@@ -13,16 +13,92 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
+from nightear.array import ArrayGeometry
 from nightear.classifier import OnnxClassifier
-from nightear.errors import ConfigError, ModelError
+from nightear.config import Settings
+from nightear.errors import AudioError, ConfigError, ModelError, NightearError
 from nightear.frontend import log_mel
+from nightear.pipeline import Pipeline
 
 PROBE_PREFIX = ".nightear-check-"  # the probe file's name: hidden, and nightear's own
+NO_CAPTURE_DEVICE = ("no capture device found: check that the microphone is plugged in and listed "
+                     "by `arecord -l`, and that this user is in the `audio` group")
+
+
+def check(settings: Settings, load: Callable[[], OnnxClassifier], say: Callable[[str], None],
+          error: Callable[[str], None], config_folder: Path | None = None) -> bool:
+    """Try each part `listen` needs (`load` opens the model); say what works, name what fails.
+    False when any part failed. `config_folder`: where relative paths in the config start."""
+    failed = False
+
+    def attempt(name: str, probe: Callable[[], str]) -> bool:
+        nonlocal failed
+        try:
+            say(f"{name}: ok ({probe()})")
+            return True
+        except NightearError as exc:
+            error(str(exc))
+            failed = True
+            return False
+
+    loaded: list[OnnxClassifier] = []
+
+    def model() -> str:
+        loaded.append(load())
+        info, p = loaded[0].info, probe_model(loaded[0])
+        return (f"{loaded[0].path}, {info.name} {info.version}, threshold {info.threshold}, "
+                f"silence scores {p:.3f}")
+
+    geometry = settings.geometry
+    if attempt("model", model) and geometry is not None:
+        attempt("array", lambda: probe_array(settings, geometry, loaded[0]))
+    if settings.store.path:
+        attempt("store", lambda: probe_store(settings.store.path or ""))
+    if settings.clips.folder:
+        folder = Path(settings.clips.folder)
+        attempt("clips", lambda: probe_folder(folder, "clips.folder"))
+    if settings.metrics.path:
+        metrics = settings.metrics.path
+        attempt("metrics", lambda: probe_metrics(metrics))
+    if settings.mqtt.enabled:
+        attempt("mqtt", lambda: probe_mqtt(settings, config_folder))
+    attempt("audio device", lambda: probe_device(settings))
+    return not failed
+
+
+def probe_array(settings: Settings, g: ArrayGeometry, classifier: OnnxClassifier) -> str:
+    """Build the array stage as `listen` will: its band must suit the device's rate."""
+    Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels, settings.array)
+    return (f"{g.name}: {g.source}; {g.mics} mics on channels {list(g.mic_channels)} of "
+            f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
+            f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'}")
+
+
+def probe_mqtt(settings: Settings, config_folder: Path | None) -> str:
+    """Connect to the brokers as the unit's MQTT sink will."""
+    import socket
+
+    from nightear.sinks.mqtt import probe_brokers
+
+    return probe_brokers(settings.mqtt, settings.node or socket.gethostname(), settings.store.path,
+                         config_folder)
+
+
+def probe_device(settings: Settings) -> str:
+    """Find the microphone and ask PortAudio whether it takes the config's format."""
+    from nightear.sources import MicSource, list_devices
+
+    if not list_devices():
+        raise AudioError(NO_CAPTURE_DEVICE)
+    mic = MicSource(settings.audio, settings.capture_channels)
+    mic.check()
+    return f"{mic.device_info['name']!r}, {mic.channels} ch, {settings.audio.sample_rate} Hz"
 
 
 def probe_model(classifier: OnnxClassifier) -> float:
@@ -63,7 +139,7 @@ def probe_store(path: str) -> str:
     return f"{store_path}{'' if existed else ', created'}"
 
 
-def probe_folder(folder: Path, key: str) -> None:
+def probe_folder(folder: Path, key: str) -> str:
     """Create `folder` if needed, then write and remove a probe file in it."""
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{key} {folder}: is a file, not a folder")
@@ -77,11 +153,13 @@ def probe_folder(folder: Path, key: str) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise ConfigError(f"{key} {folder}: not writable ({exc.strerror or exc})") from None
+    return str(folder)
 
 
-def probe_metrics(path: str) -> None:
+def probe_metrics(path: str) -> str:
     """The metrics file is replaced by a rename, so its folder must take new files."""
     metrics = Path(path)
     if metrics.is_dir():
         raise ConfigError(f"metrics.path {metrics}: is a folder, not a file")
     probe_folder(metrics.parent, f"metrics.path {metrics}: its folder")
+    return path

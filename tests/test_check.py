@@ -15,8 +15,9 @@ from onnx import TensorProto, helper
 
 from tests.conftest import REPO
 
-# as root every folder is writable: run those checks as `nobody`, as the service runs unprivileged
-UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+# root's capabilities make every folder writable: drop them (the service has none either),
+# keeping uid 0 so the checkout and the venv stay readable wherever they are
+UNPRIVILEGED = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []
 
 
 @pytest.fixture()

@@ -125,3 +125,12 @@ def test_memory_deny_write_execute_would_stop_the_capture_callback(mic_home: Pat
     result = listen(mic_home, tmp_path / "empty.yaml", *prefix, seconds="1")
     assert result.returncode != 0
     assert "Cannot allocate write+execute memory for ffi.callback()" in result.stderr
+
+
+def test_nightear_leaves_no_onnxruntime_telemetry_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    example = str(REPO / "examples" / "drone-pass.flac")
+    result = subprocess.run([sys.executable, "-m", "nightear", "detect", example], capture_output=True,
+                            text=True, cwd=REPO, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.rglob("*")) == []  # no ~/.cache/Microsoft/DeveloperTools/.onnxruntime
