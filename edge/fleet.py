@@ -330,7 +330,6 @@ def run(mqtt_settings: MqttSettings, settings: FleetSettings, out: TextIO, log: 
                 emit(fleet.tick())
                 ticked = time.monotonic()
     finally:
-        if link.connected:
-            link.client.disconnect()
+        link.close()
         store.close()
     return fleet

@@ -44,8 +44,9 @@ from nightear.schema import (
 from nightear.sinks.store import COLUMNS, StoredEvent
 
 RECONNECT_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before trying the brokers again
-LOOP_SECONDS = 0.02  # how long the network loop waits for the socket: the alert's added latency
+LOOP_SECONDS = 0.05  # how long the network loop waits for the socket: at most this added to an alert
 MAX_IN_FLIGHT = 20  # events published and not yet acknowledged
+RESCAN_SECONDS = 10.0  # the store is read for pending events when told, else this often
 SENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS mqtt_sent (
     event_id TEXT PRIMARY KEY,
@@ -164,6 +165,12 @@ class BrokerLink:
         if rc != mqtt.MQTT_ERR_SUCCESS and self.client.socket() is None:
             self._lost(f"connection lost ({mqtt.error_string(rc)})")
 
+    def close(self) -> None:
+        """Disconnect on purpose: no "connection lost" to report."""
+        self.connected = False
+        if self.client.socket() is not None:
+            self.client.disconnect()
+
     def _connect(self) -> None:
         host, port = self.settings.addresses()[self._address]
         try:
@@ -245,6 +252,7 @@ class EventForwarder:
         self._wake, self.stop_event = threading.Event(), threading.Event()
         self._tokens = 1.0
         self._refilled = clock()
+        self._dirty, self._next_scan = True, 0.0  # whether the store may hold something to send
         self._next_heartbeat = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -273,7 +281,9 @@ class EventForwarder:
         try:
             while not self.stop_event.is_set() or self._draining():
                 self.link.service(self._wake)
-                self._wake.clear()
+                if self._wake.is_set():
+                    self._wake.clear()
+                    self._dirty = True
                 if self.link.connected:
                     self._send_pending()
                     self._send_heartbeat()
@@ -283,7 +293,7 @@ class EventForwarder:
                 deadline = time.monotonic() + 1.0
                 while not info.is_published() and time.monotonic() < deadline and self.link.connected:
                     self.link.client.loop(LOOP_SECONDS)
-                self.link.client.disconnect()
+                self.link.close()
         finally:
             self._db.close()
 
@@ -296,6 +306,7 @@ class EventForwarder:
 
     def _on_connected(self) -> None:
         self._in_flight.clear()  # unacknowledged sends of the last connection go out again
+        self._dirty = True
         self.link.client.publish(topic(self.settings.site, self.node, "status"), self._status("online"),
                                  qos=1, retain=True)
         self._next_heartbeat = self.clock()
@@ -306,6 +317,7 @@ class EventForwarder:
         if sent is None or self._db is None:
             return
         event_id, state = sent
+        self._dirty = True  # room in flight: the next pending event may go
         self._db.execute(  # closed is final: a late PUBACK of the open never undoes it
             "INSERT INTO mqtt_sent (event_id, state, acked) VALUES (?, ?, ?) ON CONFLICT(event_id) "
             "DO UPDATE SET state = excluded.state, acked = excluded.acked WHERE mqtt_sent.state != 'closed'",
@@ -334,10 +346,14 @@ class EventForwarder:
         self._refilled = now
         if self._tokens < 1.0 or len(self._in_flight) >= MAX_IN_FLIGHT:
             return
+        if not self._dirty and now < self._next_scan:  # a scan per change, not per loop: a Pi's CPU
+            return
+        self._dirty, self._next_scan = False, now + RESCAN_SECONDS
         busy = set(self._in_flight.values())
         assert self._db is not None
         for event_id, state in self.pending(MAX_IN_FLIGHT + len(busy)):
             if self._tokens < 1.0 or len(self._in_flight) >= MAX_IN_FLIGHT:
+                self._dirty = True  # more to send once the rate or the broker allows
                 break
             if (event_id, state) in busy:
                 continue
@@ -345,6 +361,7 @@ class EventForwarder:
                                     self.heading_deg)
             info = self.link.client.publish(topic(self.settings.site, self.node, "event"), payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._dirty = True
                 break
             self._in_flight[info.mid] = (event_id, state)
             self._tokens -= 1.0
@@ -397,7 +414,7 @@ def probe_brokers(settings: MqttSettings, node: str, store_path: str | None, bas
         reason = said[-1] if said else f"mqtt broker {link.where}: no answer within {timeout_s:.0f} s"
         raise ConfigError(reason.split(": ", 2)[-1].removesuffix("; "))
     where = link.where
-    link.client.disconnect()
+    link.close()
     tls = ", TLS" if settings.ca_file else ""
     user = f", user {settings.username!r}" if settings.username else ""
     return f"{where}{tls}{user}, site {settings.site}"
