@@ -18,8 +18,8 @@ from nightear.fleet import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.schema import UnitPosition
+from nightear.sinks.broker import MqttSettings
 from nightear.sinks.clips import ClipSettings
-from nightear.sinks.mqtt import MqttSettings
 from nightear.sources import AudioSettings
 
 # letters, digits, '.', '_', '-'; starting with a letter or digit (a host name fits)

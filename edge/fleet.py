@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -37,7 +38,8 @@ from nightear.schema import (
     StatusMessage,
     decode,
 )
-from nightear.sinks.mqtt import BrokerLink, MqttSettings
+from nightear.sinks import PRIVATE_FILE_MODE
+from nightear.sinks.broker import BrokerLink, MqttSettings
 
 FIX_SLACK_SECONDS = 3.0  # sound takes ~3 s to cross a kilometre: events this far apart overlap
 CLOCK_SAMPLES = 5  # heartbeats behind a unit's clock offset
@@ -87,6 +89,8 @@ class FleetStore:
         try:
             if path is not None:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if not Path(path).exists():  # where every unit was and what it heard: private
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
             self._db = sqlite3.connect(where, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(STORE_SCHEMA)

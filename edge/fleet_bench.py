@@ -34,7 +34,8 @@ import paho.mqtt.client as mqtt
 
 from nightear.fleet import utc_iso
 from nightear.schema import SCHEMA_VERSION, EventMessage, HeartbeatMessage, encode, topic
-from nightear.sinks.mqtt import EventForwarder, MqttSettings
+from nightear.sinks.broker import MqttSettings
+from nightear.sinks.mqtt import EventForwarder
 from nightear.sinks.store import EventStore, StoredEvent
 
 SITE = "bench"

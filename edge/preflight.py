@@ -84,7 +84,7 @@ def probe_mqtt(settings: Settings, config_folder: Path | None) -> str:
     """Connect to the brokers as the unit's MQTT sink will."""
     import socket
 
-    from nightear.sinks.mqtt import probe_brokers
+    from nightear.sinks.broker import probe_brokers
 
     return probe_brokers(settings.mqtt, settings.node or socket.gethostname(), settings.store.path,
                          config_folder)

@@ -131,7 +131,7 @@ class FleetThread:
         import msgspec
 
         from nightear.fleet import FleetSettings, run
-        from nightear.sinks.mqtt import MqttSettings
+        from nightear.sinks.broker import MqttSettings
 
         self.lines: list[dict[str, object]] = []
         self.log: list[str] = []

@@ -225,6 +225,7 @@ def test_the_fleet_store_is_idempotent_by_event_id(tmp_path: Path) -> None:
                                    "2026-11-03T01:00:02.100+00:00", 0.99, 0.98, 6, "m", "ab" * 32))
 
     store = FleetStore(tmp_path / "fleet.db")
+    assert oct((tmp_path / "fleet.db").stat().st_mode & 0o777) == "0o640"  # positions: private
     fleet = Fleet(FleetSettings(), store, print)
     topic = "nightear/border/post-1/event"
     states = [[line["state"] for line in fleet.receive(topic, event(s))]

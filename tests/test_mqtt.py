@@ -16,7 +16,8 @@ import msgspec
 import pytest
 
 from nightear.schema import SCHEMA_VERSION, HeartbeatMessage, UnitPosition
-from nightear.sinks.mqtt import EventForwarder, MqttSettings
+from nightear.sinks.broker import MqttSettings
+from nightear.sinks.mqtt import EventForwarder
 from nightear.sinks.store import EventStore, StoredEvent
 from tests.broker import Broker, CuttableLink, FleetThread, MovedClock, wait_for
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from nightear import __version__
 from nightear.schema import SCHEMA_VERSION, HeartbeatMessage
+from nightear.sinks.broker import utc_now
 from nightear.sinks.metrics import Counters
-from nightear.sinks.mqtt import utc_now
 
 if TYPE_CHECKING:
     from nightear.classifier import ModelInfo
