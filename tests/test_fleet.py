@@ -276,3 +276,30 @@ def test_check_tries_the_broker_as_the_unit_will(fake_mic, broker: Broker, tmp_p
     assert line == (f"nightear: error: mqtt broker 127.0.0.1:{broker.tls_port} refused "
                     "nightear-check-border-post-4 (Not authorized; user 'unit': check mqtt.username and "
                     "mqtt.password or password_file)")
+
+
+def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_with_it(
+        mic_home: Path, broker: Broker, tmp_path: Path) -> None:
+    from tests.test_hardening import UNIT, sandboxed
+
+    with_network = tmp_path / "nightear.service"  # the unit as systemd merges it with the drop-in
+    with_network.write_text(UNIT.read_text() + (REPO / "deploy" / "network.conf").read_text())
+    fleet = FleetThread(broker.unit_config(), tmp_path / "fleet.db")
+    config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config())
+
+    def listen_under(unit: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*sandboxed(unit), sys.executable, "-m", "nightear", "listen", "--config",
+                               str(config), "--duration", "4.5"], capture_output=True, text=True, cwd=REPO,
+                              timeout=120, env={**os.environ, "HOME": str(mic_home)})
+
+    try:
+        sealed = listen_under(UNIT)  # no IP sockets: detection goes on, the event waits in the store
+        assert sealed.returncode == 0 and len(sealed.stdout.splitlines()) == 2, sealed.stderr
+        assert (f"nightear: error: mqtt broker 127.0.0.1:{broker.tls_port} cannot be reached: IP sockets "
+                "are not permitted here (under systemd the unit needs its network drop-in") in sealed.stderr
+        opened = listen_under(with_network)
+        assert opened.returncode == 0 and "mqtt connected" in opened.stderr, opened.stderr
+        wait_for(lambda: len([a for a in fleet.of("alert") if a["state"] == "closed"]) == 2, 20,
+                 "both events, the one that waited included")
+    finally:
+        fleet.close()

@@ -150,6 +150,10 @@ class BrokerLink:
         except ssl.SSLError as exc:
             self._failed(f"TLS handshake failed ({exc.reason or exc}; check mqtt.ca_file, cert_file, "
                          "and that the port is the broker's TLS listener)")
+        except PermissionError:  # socket() refused: a sandbox without IP sockets
+            self._failed("cannot be reached: IP sockets are not permitted here (under systemd the "
+                         "unit needs its network drop-in: rerun install.sh with mqtt.brokers set)",
+                         severity="error")
         except OSError as exc:
             self._failed(f"cannot reach it ({exc.strerror or exc})")
 
