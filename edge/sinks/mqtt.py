@@ -40,6 +40,7 @@ from nightear.sinks.broker import LOOP_SECONDS, MAX_IN_FLIGHT, BrokerLink, MqttS
 from nightear.sinks.store import COLUMNS, StoredEvent
 
 RESCAN_SECONDS = 10.0  # the store is read for pending events when told, else this often
+STORE_RETRY_SECONDS = 5.0  # after the store failed (full disk, locked): wait, then go on
 SENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS mqtt_sent (
     event_id TEXT PRIMARY KEY,
@@ -105,13 +106,12 @@ class EventForwarder:
         self._db.executescript(SENT_SCHEMA)
         try:
             while not self.stop_event.is_set() or self._draining():
-                self.link.service(self._wake)
-                if self._wake.is_set():
-                    self._wake.clear()
-                    self._dirty = True
-                if self.link.connected:
-                    self._send_pending()
-                    self._send_heartbeat()
+                try:
+                    self._step()
+                except sqlite3.Error as exc:  # a full disk or a locked store: report, try again
+                    self.log(f"nightear: warning: mqtt: event store {self.store_path}: {exc}; "
+                             f"sending again in {STORE_RETRY_SECONDS:.0f} s")
+                    self.stop_event.wait(STORE_RETRY_SECONDS)
             if self.link.connected:
                 info = self.link.client.publish(topic(self.settings.site, self.node, "status"),
                                                 self._status("offline"), qos=1, retain=True)
@@ -121,6 +121,16 @@ class EventForwarder:
                 self.link.close()
         finally:
             self._db.close()
+
+    def _step(self) -> None:
+        """One turn: the network, then what the store holds to send, then the heartbeat."""
+        self.link.service(self._wake)
+        if self._wake.is_set():
+            self._wake.clear()
+            self._dirty = True
+        if self.link.connected:
+            self._send_pending()
+            self._send_heartbeat()
 
     def _draining(self) -> bool:
         """After close(): go on while events are in flight or pending and time is left (a unit
