@@ -27,13 +27,14 @@ from nightear.array import PRESETS
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
-from nightear.errors import ConfigError, NightearError
+from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.store import EventStore, StoredEvent
 from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
 PROGRESS_MIN_SECONDS = 60.0  # show a progress bar when there is at least this much audio
+TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
 
 
 def _threshold(text: str) -> float:
@@ -102,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    fleet = sub.add_parser("fleet", help="subscribe to a site's units: alerts, unit health, position fixes")
+    fleet.add_argument("--config", help="YAML config file (its mqtt and fleet sections)")
+    fleet.add_argument("--db", help="the fleet's SQLite store (overrides fleet.store)")
+    fleet.add_argument("--export", choices=("csv", "json"), help="print the stored events and exit")
+    fleet.add_argument("--since", type=_since, help="with --export: ISO time (UTC) or an age (12h, 2d)")
+
+    fleet_bench = sub.add_parser("fleet-bench",
+                                 help="load a broker and a nightear fleet with simulated units")
+    fleet_bench.add_argument("--broker", default="127.0.0.1:1883", help="host:port of a running broker")
+    fleet_bench.add_argument("--units", type=int, default=1000, help="simulated units")
+    fleet_bench.add_argument("--seconds", type=float, default=60.0, help="seconds at the steady load")
+    fleet_bench.add_argument("--flood", type=int, default=20_000, help="messages in the ceiling flood")
+    fleet_bench.add_argument("--username", help="broker user (the broker's password file)")
+    fleet_bench.add_argument("--password", help="that user's password")
+
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
     info.add_argument("--config", help="YAML config file")
@@ -123,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "fleet":
+            return _fleet(args)
+        if args.command == "fleet-bench":
+            from nightear.fleet_bench import main as fleet_bench
+
+            return fleet_bench(args.broker, args.units, args.seconds, args.flood, args.username,
+                               args.password)
         return _info(args)
     except NightearError as exc:
         _error(str(exc))
@@ -151,17 +174,31 @@ def _load(args: argparse.Namespace) -> tuple[Settings, OnnxClassifier]:
 
 def _info(args: argparse.Namespace) -> int:
     _, classifier = _load(args)
-    meta = {k: v for k, v in classifier.info.metadata.items() if k != "mel_basis"}
-    meta.update(path=str(classifier.path), sha256=classifier.info.sha256)
+    info = classifier.info
+    meta = {k: _metadata_value(k, v) for k, v in info.metadata.items() if k != "mel_basis"}
+    meta.update(path=str(classifier.path), sha256=info.sha256, window_seconds=round(
+        info.frontend.samples_for_frames(info.window_frames) / info.frontend.sample_rate, 4))
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
+
+
+def _metadata_value(key: str, text: str) -> object:
+    """ONNX metadata is all text: numbers back to numbers and lists to lists, names kept as text."""
+    if key in TEXT_METADATA or key.endswith("sha256"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | list) and not isinstance(value, bool) else text
 
 
 def _listen(args: argparse.Namespace) -> int:
     from nightear.daemon import Listener
 
     settings, classifier = _load(args)
-    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration)
+    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
+                        config_folder=Path(args.config).parent if args.config else None)
     listener.install_signal_handlers()
     listener.run()
     return 0
@@ -209,6 +246,34 @@ def _print_stored(store: EventStore, event: StoredEvent, as_json: bool) -> None:
           f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from nightear import fleet
+
+    settings = load_settings(args.config)
+    base = Path(args.config).parent if args.config else None
+    fleet_settings = settings.fleet
+    if args.db is not None:
+        fleet_settings = msgspec.structs.replace(fleet_settings, store=args.db)
+    if args.export:
+        path = fleet_settings.store
+        if path is None or not Path(path).is_file():
+            raise ConfigError(f"{path}: no such fleet store" if path else
+                              "no fleet store to export: give --db FILE or a config with fleet.store")
+        store = fleet.FleetStore(path)
+        fleet.export(store, args.export, sys.stdout, args.since)
+        store.close()
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    fleet.run(settings.mqtt, fleet_settings, sys.stdout,
+              lambda line: print(line, file=sys.stderr, flush=True), stop, base)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from nightear import bench
 
@@ -217,37 +282,31 @@ def _bench(args: argparse.Namespace) -> int:
     if args.array is not None or not array.enabled:
         array = msgspec.structs.replace(array, preset=args.array or "respeaker-4mic", mics=None,
                                         channels=None)
-    audio = bench.test_audio(classifier.info.frontend.sample_rate, args.seconds,
-                             Path(args.audio) if args.audio else None)
-    print(json.dumps(bench.run(classifier, audio, array), indent=2))
+    rate, recording = classifier.info.frontend.sample_rate, Path(args.audio) if args.audio else None
+    print(json.dumps(bench.run(classifier, lambda: bench.test_audio(rate, args.seconds, recording),
+                               array), indent=2))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from nightear.sources import MicSource
+    from nightear import preflight
 
-    settings, classifier = _load(args)
+    settings = load_settings(args.config)
     print(f"config: ok ({args.config or 'defaults'})")
-    info = classifier.info
-    print(f"model: ok ({classifier.path}, {info.name} {info.version}, threshold {info.threshold})")
-    if settings.geometry is not None:
-        g = settings.geometry
-        Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels,
-                 settings.array)  # builds the array stage: its band must suit the device's rate
-        print(f"array: ok ({g.name}: {g.source}; {g.mics} mics on channels {list(g.mic_channels)} of "
-              f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
-              f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'})")
-    mic = MicSource(settings.audio, settings.capture_channels)
-    mic.check()
-    print(f"audio device: ok ({mic.device_info['name']!r}, {mic.channels} ch, "
-          f"{settings.audio.sample_rate} Hz)")
-    return 0
+    ok = preflight.check(settings, lambda: _load(args)[1], print, _error,
+                         Path(args.config).parent if args.config else None)
+    return 0 if ok else EXIT_USER_ERROR
 
 
 def _devices() -> int:
     from nightear.sources import list_devices
 
-    for device in list_devices():
+    devices = list_devices()
+    if not devices:
+        from nightear.preflight import NO_CAPTURE_DEVICE
+
+        raise AudioError(NO_CAPTURE_DEVICE)
+    for device in devices:
         print(json.dumps(device))
     return 0
 

@@ -30,7 +30,9 @@ from nightear.decision import EventChange
 from nightear.errors import AudioError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.clips import AudioHistory, ClipWriter
+from nightear.sinks.heartbeat import LowFrequencyMeter, heartbeat_message
 from nightear.sinks.metrics import Counters, prometheus_text, sd_notify, write_atomically
+from nightear.sinks.mqtt import EventForwarder
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
 from nightear.sources import MicSource
 
@@ -42,7 +44,8 @@ class Listener:
 
     def __init__(self, settings: Settings, classifier: OnnxClassifier, out: TextIO = sys.stdout,
                  scores: bool = False, duration_s: float | None = None,
-                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)):
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+                 config_folder: Path | None = None):
         self.settings, self.classifier, self.out = settings, classifier, out
         self.node = settings.node or socket.gethostname()
         self.store = EventStore(settings.store.path) if settings.store.path else None
@@ -54,12 +57,39 @@ class Listener:
         self.stop = threading.Event()
         self.counters = Counters()
         self._last_metrics = self._last_ping = 0.0
+        self.low_freq = LowFrequencyMeter(classifier.info.frontend.sample_rate)
+        self.mqtt = self._forwarder(config_folder)
+
+    def _forwarder(self, config_folder: Path | None) -> EventForwarder | None:
+        """The MQTT sink, sending from the store (so it needs one), when brokers are configured."""
+        s = self.settings
+        if not s.mqtt.enabled or self.scores:
+            return None
+        return EventForwarder(
+            s.mqtt, s.store.path, self.node, log=self.log, position=s.position,
+            heading_deg=s.array.heading_deg if s.array.enabled else None, base=config_folder,
+            heartbeat=lambda pending: heartbeat_message(s, self.node, self.counters, self.classifier.info,
+                                                        self.low_freq, pending))
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
 
     def run(self) -> None:
+        """Listen until stopped (or `duration_s` of audio); with MQTT, send while listening."""
+        if self.mqtt is not None:
+            # sounddevice's import starts PortAudio with stderr (fd 2) sent to /dev/null for a
+            # moment: do it before the sender thread starts, or a broker's refusal can vanish
+            import sounddevice  # noqa: F401
+
+            self.mqtt.start()
+        try:
+            self._run_device()
+        finally:
+            if self.mqtt is not None:
+                self.mqtt.close()
+
+    def _run_device(self) -> None:
         """Listen until stopped (or `duration_s` of audio); reopen the device when it fails."""
         failures = 0
         while not self.stop.is_set():
@@ -96,6 +126,7 @@ class Listener:
                 output = pipeline.push(block)
                 if self.history is not None:
                     self.history.push(output.audio)
+                self.low_freq.push(output.audio)
                 self._account(block, output, time.process_time() - cpu, source)
                 if self.scores:
                     for score in output.scores:
@@ -182,6 +213,8 @@ class Listener:
                 self.store.save(stored, track)
             except (sqlite3.Error, OSError) as exc:  # a full disk: the line below still goes out
                 self.log(f"nightear: warning: event {stored.id} not stored ({exc})")
+            if self.mqtt is not None:
+                self.mqtt.wake()
         line = {k: v for k, v in asdict(stored).items() if v is not None or not k.startswith(
             ("bearing", "elevation"))}
         self._emit({"event": change.kind, **line, "start_s": round(e.start_s, 3),

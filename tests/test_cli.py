@@ -81,7 +81,7 @@ def test_scores_prints_one_line_per_window() -> None:
     # 5 s of audio, 0.816-s windows every 0.256 s
     assert len(drone) == int((sf.info(DRONE).frames - 13056) / 4096) + 1
     assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.256, atol=1e-3)
-    threshold = float(json.loads(run_cli("info").stdout)["threshold"])
+    threshold = json.loads(run_cli("info").stdout)["threshold"]
     assert np.median([float(x["p"]) for x in drone]) >= threshold  # the drone raises the alarm
     assert max(float(x["p"]) for x in night) < threshold  # the night never does
 
@@ -138,7 +138,10 @@ def test_info_prints_the_model_contract() -> None:
     result = run_cli("info")
     assert result.returncode == 0
     info = json.loads(result.stdout)
-    assert info["model_name"] == "nightear-drone" and info["n_mels"] == "64"
+    assert info["model_name"] == "nightear-drone" and info["model_version"] == "2.0.0"
+    assert (info["n_mels"], info["sample_rate"], info["threshold"]) == (64, 16000, 0.9975)
+    assert info["labels"] == ["background", "drone"] and isinstance(info["fmin"], float)
+    assert info["window_seconds"] == 0.816  # 48 frames: (48 - 1) * 256 + 1024 samples at 16 kHz
     assert len(info["sha256"]) == 64 and "mel_basis" not in info
 
 

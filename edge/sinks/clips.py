@@ -18,6 +18,7 @@ import soundfile as sf
 
 from nightear.errors import ConfigError
 from nightear.frontend import FrontendConfig, MelBasis, log_mel
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 # a perceptual dark-blue -> green -> yellow ramp (anchor colours of matplotlib's viridis)
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
@@ -76,7 +77,7 @@ class ClipWriter:
         self.settings, self.frontend, self.mel_basis = settings, frontend, mel_basis
         self.folder = Path(settings.folder or ".")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"clips.folder {self.folder}: cannot create it ({exc.strerror})") from None
 
@@ -90,6 +91,7 @@ class ClipWriter:
             tmp = final.with_name(f".{final.name}.tmp")
             try:
                 write(tmp)
+                os.chmod(tmp, PRIVATE_FILE_MODE)
                 os.replace(tmp, final)
             except (sf.SoundFileError, RuntimeError) as exc:  # libsndfile's own write errors
                 raise OSError(f"{final}: {exc}") from None

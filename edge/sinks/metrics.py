@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
+
 
 @dataclass
 class Counters:
@@ -39,8 +41,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def label_value(text: str) -> str:
+    """A label value as the exposition format wants it: backslash, quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def prometheus_text(c: Counters, node: str) -> str:
-    label = f'{{node="{node}"}}'
+    label = f'{{node="{label_value(node)}"}}'
     rows = [
         ("nightear_audio_seconds_total", "counter", "Seconds of audio processed", c.audio_seconds),
         ("nightear_windows_scored_total", "counter", "Windows scored by the classifier",
@@ -65,12 +72,12 @@ def prometheus_text(c: Counters, node: str) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, PRIVATE_FILE_MODE)  # node_exporter reads it through the folder's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ an array, each event keeps its bearing track: one row per scored window in `bear
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nightear.errors import ConfigError
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -101,7 +103,9 @@ class EventStore:
             self._db = self._open_read_only()
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            # created 0640 before SQLite opens it: its -wal and -shm files copy this mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
