@@ -121,6 +121,18 @@ def _percentiles(values_s: list[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(ms, 99)), 1)}
 
 
+def _burst(clients: list[mqtt.Client], nodes: list[str], sent: dict[tuple[str, str], float],
+           due_close: list[tuple[float, str, str]]) -> int:
+    """BURST_SHARE of the units open an event at once; each closes 2 s later."""
+    burst = nodes[: max(1, int(BURST_SHARE * len(nodes)))]
+    for k, node in enumerate(burst):
+        event_id = uuid.uuid4().hex
+        sent[(event_id, "open")] = time.time()
+        clients[k % CONNECTIONS].publish(topic(SITE, node, "event"), _event(node, event_id, "open"), qos=1)
+        due_close.append((time.time() + 2.0, node, event_id))
+    return len(burst)
+
+
 def _steady(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str], seconds: float,
             sink: tuple[EventForwarder, EventStore]) -> dict[str, object]:
     """The site's everyday traffic for `seconds`; the sink's events once a second."""
@@ -138,13 +150,7 @@ def _steady(clients: list[mqtt.Client], fleet: FleetUnderTest, nodes: list[str],
             clients[i % CONNECTIONS].publish(topic(SITE, node, "heartbeat"), _heartbeat(node), qos=1)
             messages, i = messages + 1, i + 1
         if now >= next_burst:
-            for k, node in enumerate(nodes[: max(1, int(BURST_SHARE * len(nodes)))]):
-                event_id = uuid.uuid4().hex
-                sent[(event_id, "open")] = time.time()
-                clients[k % CONNECTIONS].publish(topic(SITE, node, "event"), _event(node, event_id, "open"),
-                                                 qos=1)
-                due_close.append((now + 2.0, node, event_id))
-                messages += 1
+            messages += _burst(clients, nodes, sent, due_close)
             next_burst += BURST_EVERY_S
         for entry in [d for d in due_close if d[0] <= now]:
             due_close.remove(entry)

@@ -62,14 +62,32 @@ class FleetProcess:
         return self.proc.stderr.read()  # type: ignore[union-attr]
 
 
+@pytest.fixture()
+def fleet_process() -> Iterator[type[FleetProcess]]:
+    """FleetProcess, with every one started killed at the end, whatever the test did."""
+    started: list[FleetProcess] = []
+
+    class Tracked(FleetProcess):
+        def __init__(self, config: Path):
+            super().__init__(config)
+            started.append(self)
+
+    yield Tracked
+    for fleet in started:
+        if fleet.proc.poll() is None:
+            fleet.proc.kill()
+            fleet.proc.wait(10)
+
+
 def test_listen_units_report_to_nightear_fleet_and_refused_credentials_cost_nothing(
-        fake_mic, broker: Broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+        fake_mic, broker: Broker, fleet_process: type[FleetProcess],  # noqa: F811
+        tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = fake_mic(BEBOP)
     fleet_db = tmp_path / "fleet.db"
     fleet_config = tmp_path / "fleet.yaml"
     fleet_config.write_text(msgspec.yaml.encode({"mqtt": broker.unit_config(),
                                                  "fleet": {"store": str(fleet_db)}}).decode())
-    fleet = FleetProcess(fleet_config)
+    fleet = fleet_process(fleet_config)
     store_a, store_b = tmp_path / "a.db", tmp_path / "b.db"
     bad_password = unit_yaml(tmp_path / "bad-pw.yaml", "post-a", store_a,
                              broker.unit_config(password="guess"))
