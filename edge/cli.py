@@ -198,7 +198,8 @@ def _listen(args: argparse.Namespace) -> int:
 
     settings, classifier = _load(args)
     listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
-                        config_folder=Path(args.config).parent if args.config else None)
+                        config_folder=Path(args.config).parent if args.config else None,
+                        reload=lambda: _load(args))
     listener.install_signal_handlers()
     listener.run()
     return 0

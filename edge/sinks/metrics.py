@@ -30,6 +30,7 @@ class Counters:
     input_overflows: int = 0
     dropped_frames: int = 0
     device_reopens: int = 0
+    device_up: int = 0  # 1 while audio flows, 0 while the device is lost and being reopened
 
     @property
     def real_time_factor(self) -> float:
@@ -58,6 +59,8 @@ def prometheus_text(c: Counters, node: str) -> str:
          c.dropped_frames),
         ("nightear_device_reopens_total", "counter", "Audio device reopened after a failure",
          c.device_reopens),
+        ("nightear_device_up", "gauge", "1 while the audio device delivers, 0 while it is reopened",
+         c.device_up),
         ("nightear_real_time_factor", "gauge", "Seconds of audio per second of pipeline CPU",
          round(c.real_time_factor, 1)),
         ("nightear_peak_rss_bytes", "gauge", "Peak resident memory", peak_rss_bytes()),

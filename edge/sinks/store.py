@@ -8,6 +8,7 @@ an array, each event keeps its bearing track: one row per scored window in `bear
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -88,6 +89,31 @@ class StoredBearing:
     elevation_deg: float | None
     coherence: float
     confidence: float
+
+
+class StoreLock:
+    """One daemon per store: an exclusive lock on `<store>.lock`, held while the daemon runs,
+    released by the kernel however the process ends (so a SIGKILL leaves no stale lock)."""
+
+    def __init__(self, store_path: str | Path):
+        self.path = Path(f"{store_path}.lock")
+        try:
+            self.path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot create the store's lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise ConfigError(f"{store_path}: another nightear listen (pid {holder}) is using this "
+                              "event store; stop it first or give this one its own store.path") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)
 
 
 class EventStore:
