@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
 from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
+from nightear.sinks.store import EventStore, StoredEvent
 from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
@@ -38,6 +41,16 @@ def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
     return value
 
 
@@ -68,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--config", help="YAML config file (audio device, model, decision)")
     listen.add_argument("--model", help="ONNX model file (default: config, else the shipped model)")
     listen.add_argument("--scores", action="store_true", help="print every scored window instead")
-    listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
+    listen.add_argument("--duration", type=_duration, metavar="S", help="stop after S seconds of audio")
 
     sub.add_parser("devices", help="list capture devices")
 
@@ -199,29 +212,38 @@ def _since(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--since wants an ISO time or 30m/12h/2d, got {text!r}") from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text} reaches back before year 1") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _events(args: argparse.Namespace) -> int:
-    from nightear.sinks.store import EventStore
-
     path = args.db or load_settings(args.config).store.path
     if not path:
         raise ConfigError("no event store: give --db FILE or a config with store.path")
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such event store")
-    store = EventStore(path)
-    for event in store.since(args.since):
-        if args.json:
-            track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
-            _emit({**asdict(event), **({"track": track} if track else {})})
-        else:
-            bearing = "" if event.bearing_deg is None else \
-                f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
-            print(f"{event.start}  {event.end}  {event.state:6s}  peak {event.peak_confidence:.2f}  "
-                  f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
-    store.close()
+    store = EventStore(path, read_only=True)
+    try:
+        for event in store.since(args.since):
+            _print_stored(store, event, args.json)
+    except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
+        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
+    finally:
+        store.close()
     return 0
+
+
+def _print_stored(store: EventStore, event: StoredEvent, as_json: bool) -> None:
+    if as_json:
+        track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
+        _emit({**asdict(event), **({"track": track} if track else {})})
+        return
+    bearing = "" if event.bearing_deg is None else \
+        f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
+    state = "interrupted" if event.interrupted else event.state
+    print(f"{event.start}  {event.end}  {state:6s}  peak {event.peak_confidence:.2f}  "
+          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -310,11 +332,17 @@ def _detect(args: argparse.Namespace) -> int:
     for source in sources:
         if source is None:
             continue
+        if source.channels > 2 and not array.enabled:
+            progress.clear()
+            print(f"nightear: note: {source.path}: {source.channels} channels averaged to mono; "
+                  "--array PRESET (or the config's array) would beamform them", file=sys.stderr,
+                  flush=True)
         try:
             pipeline = Pipeline(classifier, decision, source.input_rate, source.channels, array,
                                 settings.model.hop_seconds)
             _detect_one(source, pipeline, args.scores, progress)
         except NightearError as exc:
+            progress.clear()
             _error(f"{source.path}: {exc}" if str(source.path) not in str(exc) else str(exc))
             status = EXIT_USER_ERROR
     progress.close()
@@ -322,21 +350,25 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress) -> None:
+    """Events of one file; audio that ends badly (truncated, undecodable, non-finite) still
+    closes the open event at its last good sample and reports it before the error."""
     name = str(source.path)
-    for block in source.raw_blocks():
-        _print_output(name, pipeline.push(block), pipeline, scores)
-        progress.advance(len(block) / source.input_rate)
-    _print_output(name, pipeline.finish(), pipeline, scores)
+    try:
+        for block in source.raw_blocks():
+            _print_output(name, pipeline.push(block), pipeline, scores, progress)
+            progress.advance(len(block) / source.input_rate)
+    finally:
+        _print_output(name, pipeline.finish(), pipeline, scores, progress)
 
 
-def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool) -> None:
-    if scores:
-        for s in output.scores:
-            _emit({"file": name, **score_line(s)})
-        return
-    for change in output.changes:
-        if change.kind == "close":
-            _emit(_event_json(name, change.event, pipeline))
+def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool,
+                  progress: _Progress) -> None:
+    lines = [{"file": name, **score_line(s)} for s in output.scores] if scores else [
+        _event_json(name, c.event, pipeline) for c in output.changes if c.kind == "close"]
+    if lines:
+        progress.clear()  # an event line never starts after the bar
+    for line in lines:
+        _emit(line)
 
 
 def _event_json(name: str, event: DroneEvent, pipeline: Pipeline) -> dict[str, object]:
@@ -381,7 +413,12 @@ class _Progress:
             self.stream.write(f"\r[{bar:<30}] {frac:6.1%} of {self.total_s / 60:.1f} min audio")
             self.stream.flush()
 
-    def close(self) -> None:
-        if self.enabled:
+    def clear(self) -> None:
+        """Wipe the bar off its line (drawn again at the next advance), before other output."""
+        if self.enabled and self._last_draw:
             self.stream.write("\r" + " " * 60 + "\r")
             self.stream.flush()
+            self._last_draw = 0.0
+
+    def close(self) -> None:
+        self.clear()

@@ -7,6 +7,7 @@ format in one step, for training and tools that want a clip's samples.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -40,7 +41,7 @@ class WavSource:
         if self.path.is_dir():
             raise AudioError(f"{self.path}: is a folder, not an audio file")
         try:
-            info = sf.info(str(self.path))
+            info = sf.info(os.fsencode(self.path))  # bytes: a name need not be valid UTF-8
         except (sf.SoundFileError, RuntimeError) as exc:
             raise AudioError(f"{self.path}: not a readable audio file ({_reason(exc)})") from None
         if info.frames <= 0:
@@ -79,11 +80,18 @@ class WavSource:
         block_frames = max(1, int(block_seconds * self.input_rate))
         frames_read = 0
         try:
-            with sf.SoundFile(str(self.path)) as handle:
+            with sf.SoundFile(os.fsencode(self.path)) as handle:
                 while frames_read < self.frames:
                     data = handle.read(block_frames, dtype="float32", always_2d=True)
                     if len(data) == 0:
                         break
+                    bad = ~np.isfinite(data).all(axis=1)
+                    if bad.any():  # NaN or inf would score as a constant, silently
+                        good = int(np.argmax(bad))
+                        if good:
+                            yield data[:good]
+                        raise AudioError(f"{self.path}: non-finite sample (NaN or inf) at "
+                                         f"{(frames_read + good) / self.input_rate:.3f} s")
                     frames_read += len(data)
                     yield data
         except (sf.SoundFileError, RuntimeError) as exc:

@@ -279,3 +279,23 @@ def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_
     scores = listen(env, "--config", str(config), "--duration", "4.5", "--scores")
     located = [json.loads(line) for line in scores.stdout.splitlines() if "bearing_deg" in line]
     assert located and all(abs((s["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 10.0 for s in located)
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "0"])
+def test_a_duration_that_is_not_a_finite_time_is_refused(fake_mic, duration: str) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    result = listen(env, "--duration", duration)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert f"--duration: must be a finite number of seconds > 0, got {duration}" in result.stderr
+
+
+def test_listen_refuses_a_model_with_another_output_shape(fake_mic, tmp_path: Path, model_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_classifier import flattening_copy
+
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    wide = flattening_copy(model_path, tmp_path / "wide.onnx", declared=False)
+    result = listen(env, "--model", str(wide), "--duration", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"nightear: error: {wide}: output shape [2, 3072] for 2 windows of input shape "
+        "[2, 1, 64, 48]: not one drone probability per window"]
