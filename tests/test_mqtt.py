@@ -109,7 +109,7 @@ def test_a_unit_restarted_with_events_pending_sends_them_at_a_bounded_rate(broke
     before = forwarder(config, store.path, log)
     ids = []
     for i in range(40):
-        store.save(stored(i))
+        store.save(replace(stored(i), interrupted=i == 7))  # the 8th closed at a restart
         before.wake()
         ids.append(stored(i).id)
     before.close(timeout_s=0.5)  # the unit stops (a reboot) with all 40 unsent
@@ -120,6 +120,7 @@ def test_a_unit_restarted_with_events_pending_sends_them_at_a_bounded_rate(broke
     try:
         wait_for(lambda: len(closed_ids_in_order(fleet)) >= 40, 30, "the 40 pending events")
         assert_once_and_in_order(fleet, ids)
+        assert [a["interrupted"] for a in fleet.of("alert")] == [i == 7 for i in range(40)]
         received = [datetime.fromisoformat(str(a["received"])) for a in fleet.of("alert")]
         assert (received[-1] - received[0]).total_seconds() >= 1.5  # 20 per second, not all at once
     finally:
