@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS events_span ON events (start, end);
 """
 EXPORT_COLUMNS = ("id", "site", "node", "state", "start", "end", "received", "peak_confidence",
                   "mean_confidence", "windows", "bearing_deg", "bearing_spread_deg", "elevation_deg",
-                  "lat_deg", "lon_deg", "alt_m", "model", "model_sha256")
+                  "lat_deg", "lon_deg", "alt_m", "model", "model_sha256", "interrupted")
 
 
 class FleetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -74,6 +74,7 @@ class EventMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="event"):
     position: UnitPosition | None = None
     heading_deg: float | None = None
     track: list[TrackPoint] = []
+    interrupted: bool = False  # closed when the unit started again: the run that heard it died
 
 
 class HeartbeatMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="heartbeat"):

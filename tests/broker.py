@@ -35,7 +35,8 @@ def free_port() -> int:
 
 
 def make_certificates(folder: Path) -> None:
-    """ca.crt signs server.crt (for IP 127.0.0.1); other-ca.crt signs nothing here."""
+    """ca.crt signs server.crt (for IP 127.0.0.1) and client.crt (a unit's own certificate);
+    other-ca.crt signs nothing here."""
     openssl = need("openssl")
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -49,10 +50,14 @@ def make_certificates(folder: Path) -> None:
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    run("req", *key, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=post-1")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.crt", "-days", "2")
 
 
 class Broker:
-    """mosquitto with `plain_port` (password) and `tls_port` (TLS + password) on 127.0.0.1."""
+    """mosquitto on 127.0.0.1 with `plain_port` (password), `tls_port` (TLS + password) and
+    `mtls_port` (TLS + password + a client certificate signed by the CA)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -63,7 +68,7 @@ class Broker:
         subprocess.run([need("mosquitto_passwd"), "-b", "-c", str(passwd), USER, PASSWORD], check=True,
                        capture_output=True)
         passwd.chmod(0o600)
-        self.plain_port, self.tls_port = free_port(), free_port()
+        self.plain_port, self.tls_port, self.mtls_port = free_port(), free_port(), free_port()
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join([
             "user root", "allow_anonymous false", f"password_file {passwd}",
@@ -72,7 +77,10 @@ class Broker:
             "autosave_on_changes true", "log_type error", "log_type warning", "log_type notice",
             f"listener {self.plain_port} 127.0.0.1",
             f"listener {self.tls_port} 127.0.0.1", f"cafile {folder / 'ca.crt'}",
-            f"certfile {folder / 'server.crt'}", f"keyfile {folder / 'server.key'}", ""]))
+            f"certfile {folder / 'server.crt'}", f"keyfile {folder / 'server.key'}",
+            f"listener {self.mtls_port} 127.0.0.1", f"cafile {folder / 'ca.crt'}",
+            f"certfile {folder / 'server.crt'}", f"keyfile {folder / 'server.key'}",
+            "require_certificate true", ""]))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "mosquitto.log"
         self.start()
@@ -81,7 +89,7 @@ class Broker:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([self.mosquitto, "-c", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
-        for port in (self.plain_port, self.tls_port):
+        for port in (self.plain_port, self.tls_port, self.mtls_port):
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()

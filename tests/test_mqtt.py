@@ -109,7 +109,7 @@ def test_a_unit_restarted_with_events_pending_sends_them_at_a_bounded_rate(broke
     before = forwarder(config, store.path, log)
     ids = []
     for i in range(40):
-        store.save(stored(i))
+        store.save(replace(stored(i), interrupted=i == 7))  # the 8th closed at a restart
         before.wake()
         ids.append(stored(i).id)
     before.close(timeout_s=0.5)  # the unit stops (a reboot) with all 40 unsent
@@ -120,6 +120,7 @@ def test_a_unit_restarted_with_events_pending_sends_them_at_a_bounded_rate(broke
     try:
         wait_for(lambda: len(closed_ids_in_order(fleet)) >= 40, 30, "the 40 pending events")
         assert_once_and_in_order(fleet, ids)
+        assert [a["interrupted"] for a in fleet.of("alert")] == [i == 7 for i in range(40)]
         received = [datetime.fromisoformat(str(a["received"])) for a in fleet.of("alert")]
         assert (received[-1] - received[0]).total_seconds() >= 1.5  # 20 per second, not all at once
     finally:
@@ -184,3 +185,26 @@ def test_the_heartbeat_low_frequency_level_hears_wind_not_rotors() -> None:
     assert LowFrequencyMeter(16000).dbfs is None  # nothing heard yet
     assert gust.dbfs == pytest.approx(0.0, abs=0.2)
     assert hum.dbfs is not None and hum.dbfs < -60.0
+
+
+def test_a_broker_that_wants_a_client_certificate_takes_the_units_own(broker: Broker, tmp_path: Path) -> None:
+    fleet = FleetThread(broker.unit_config(), tmp_path / "fleet.db")
+    store, log = EventStore(tmp_path / "unit.db"), []  # type: ignore[var-annotated]
+    store.save(stored(0))
+    mtls = [f"127.0.0.1:{broker.mtls_port}"]
+    without = forwarder(broker.unit_config(brokers=mtls), store.path, log)
+    try:
+        wait_for(lambda: any("mqtt broker" in line for line in log), what="the broker's refusal")
+        assert log[0].startswith(f"nightear: error: mqtt broker 127.0.0.1:{broker.mtls_port} closed the "
+                                 "connection before accepting it (a broker that wants a client certificate "
+                                 "does this: set mqtt.cert_file and key_file)"), log
+        assert closed_ids_in_order(fleet) == []
+    finally:
+        without.close(timeout_s=0.2)
+    with_cert = forwarder(broker.unit_config(brokers=mtls, cert_file=str(broker.folder / "client.crt"),
+                                             key_file=str(broker.folder / "client.key")), store.path, log)
+    try:
+        wait_for(lambda: closed_ids_in_order(fleet) == [stored(0).id], what="the event over mutual TLS")
+    finally:
+        with_cert.close()
+        fleet.close()

@@ -83,6 +83,7 @@ class BrokerLink:
         self.client.max_queued_messages_set(MAX_IN_FLIGHT)
         self._configure(base)
         self.connected = False
+        self._answered = False
         self.on_connected: Callable[[], None] = lambda: None
         self._address = 0
         self._failures = 0
@@ -132,7 +133,23 @@ class BrokerLink:
                 return
         rc = self.client.loop(timeout=LOOP_SECONDS)
         if rc != mqtt.MQTT_ERR_SUCCESS and self.client.socket() is None:
-            self._lost(f"connection lost ({mqtt.error_string(rc)})")
+            if self.connected:
+                self._lost(f"connection lost ({mqtt.error_string(rc)})")
+            elif not self._answered:
+                self._closed_before_connack()
+
+    def _closed_before_connack(self) -> None:
+        """The broker hung up before it answered: under TLS 1.3 that is how a broker that wants a
+        client certificate refuses one that has none, or a wrong one."""
+        s = self.settings
+        if s.ca_file is not None:
+            hint = (f"a broker that wants a client certificate does this: check mqtt.cert_file "
+                    f"{s.cert_file} and key_file" if s.cert_file else
+                    "a broker that wants a client certificate does this: set mqtt.cert_file and key_file")
+            self._failed(f"closed the connection before accepting it ({hint})", severity="error")
+        else:
+            self._failed("closed the connection before accepting it (is the port its MQTT listener, "
+                         "and does it want TLS: mqtt.ca_file?)")
 
     def close(self) -> None:
         """Disconnect on purpose: no "connection lost" to report."""
@@ -142,6 +159,7 @@ class BrokerLink:
 
     def _connect(self) -> None:
         host, port = self.settings.addresses()[self._address]
+        self._answered = False  # until the broker's CONNACK, accepting or refusing
         try:
             self.client.connect(host, port, self.settings.keepalive_seconds)
         except ssl.SSLCertVerificationError as exc:
@@ -179,6 +197,7 @@ class BrokerLink:
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason: mqtt.ReasonCode, properties: object) -> None:
+        self._answered = True
         if reason.is_failure:
             who = f"user {self.settings.username!r}" if self.settings.username else "no user name"
             self.connected = False

@@ -226,4 +226,5 @@ def event_payload(db: sqlite3.Connection, event_id: str, site: str, node: str,
         model_sha256=e.model_sha256, bearing_deg=e.bearing_deg,
         bearing_spread_deg=e.bearing_spread_deg, elevation_deg=e.elevation_deg,
         bearing_mirror_deg=e.bearing_mirror_deg, position=position,
-        heading_deg=heading_deg if e.bearing_deg is not None else None, track=track))
+        heading_deg=heading_deg if e.bearing_deg is not None else None, track=track,
+        interrupted=bool(e.interrupted)))
