@@ -73,6 +73,7 @@ class Listener:
         self._status, self._status_sent = "starting", ""
         self._timeline = CaptureTimeline()
         self._event_start = ""
+        self._window_s = 0.0
         self.low_freq = LowFrequencyMeter(classifier.info.frontend.sample_rate)
         self.mqtt = self._forwarder(config_folder)
 
@@ -194,6 +195,7 @@ class Listener:
         pipeline = Pipeline(self.classifier, s.decision, source.sample_rate, source.channels,
                             s.array, s.model.hop_seconds)
         self._timeline, pushed_s = CaptureTimeline(), 0.0
+        self._window_s = pipeline.detector.window_seconds
         if self.clips is not None:
             self.history = AudioHistory(s.clips.preroll_seconds + s.clips.max_seconds + 5.0,
                                         pipeline.sample_rate)
@@ -333,7 +335,12 @@ class Listener:
             return
         e = change.event
         if change.kind == "open":
-            self._event_id, self._event_start = str(uuid.uuid4()), self._utc(e.start_s)
+            # from the end of its first window: a window that straddles a pause in the audio
+            # (or audio the ring dropped) then starts with the drone, not before the pause
+            window = timedelta(seconds=self._window_s)
+            start = self._timeline.utc(e.start_s + self._window_s) - window
+            self._event_id = str(uuid.uuid4())
+            self._event_start = start.isoformat(timespec="milliseconds")
         stored, track = self._stored(e, "open" if change.kind == "open" else "closed")
         if change.kind == "close":
             stored = replace(stored, clip=self._write_clip(stored, e.start_s, e.end_s))
