@@ -138,6 +138,30 @@ class OnnxClassifier:
                 f"{self.path}: input shape {shape} does not match (batch, 1, {want[0]}, {want[1]})"
             )
         self._input_name = inputs[0].name
+        self._check_output(want)
+
+    def _check_output(self, window_shape: list[int]) -> None:
+        """One probability per window, checked on the graph and on a real run: a model whose
+        output has another shape would otherwise fail on the first window it hears."""
+        outputs = self._session.get_outputs()
+        declared = outputs[0].shape
+        fixed = [d for d in declared[1:] if isinstance(d, int)]
+        if len(outputs) != 1 or len(declared) not in (1, 2) or any(d != 1 for d in fixed):
+            raise ModelError(
+                f"{self.path}: output shape {[o.shape for o in outputs]} is not one drone "
+                f"probability per window: (batch,) or (batch, 1)"
+            )
+        probe = np.full((2, 1, *window_shape), -100.0, dtype=np.float32)  # two windows of silence
+        try:
+            (out,) = self._session.run(None, {self._input_name: probe})
+        except Exception as exc:  # onnxruntime's own exception types again
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: fails on 2 windows of silence ({reason})") from None
+        if np.size(out) != len(probe):
+            raise ModelError(
+                f"{self.path}: output shape {list(np.shape(out))} for 2 windows of input shape "
+                f"{list(probe.shape)}: not one drone probability per window"
+            )
 
     @property
     def window_frames(self) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -25,18 +27,30 @@ from nightear.array import PRESETS
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.decision import DroneEvent
-from nightear.errors import ConfigError, NightearError
+from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
+from nightear.sinks.store import EventStore, StoredEvent
 from nightear.sources import WavSource
 
 EXIT_USER_ERROR = 2
 PROGRESS_MIN_SECONDS = 60.0  # show a progress bar when there is at least this much audio
+TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
 
 
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
     return value
 
 
@@ -67,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--config", help="YAML config file (audio device, model, decision)")
     listen.add_argument("--model", help="ONNX model file (default: config, else the shipped model)")
     listen.add_argument("--scores", action="store_true", help="print every scored window instead")
-    listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
+    listen.add_argument("--duration", type=_duration, metavar="S", help="stop after S seconds of audio")
 
     sub.add_parser("devices", help="list capture devices")
 
@@ -88,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--db", help="the SQLite event store (overrides the config)")
     events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    fleet = sub.add_parser("fleet", help="subscribe to a site's units: alerts, unit health, position fixes")
+    fleet.add_argument("--config", help="YAML config file (its mqtt and fleet sections)")
+    fleet.add_argument("--db", help="the fleet's SQLite store (overrides fleet.store)")
+    fleet.add_argument("--export", choices=("csv", "json"), help="print the stored events and exit")
+    fleet.add_argument("--since", type=_since, help="with --export: ISO time (UTC) or an age (12h, 2d)")
+
+    fleet_bench = sub.add_parser("fleet-bench",
+                                 help="load a broker and a nightear fleet with simulated units")
+    fleet_bench.add_argument("--broker", default="127.0.0.1:1883", help="host:port of a running broker")
+    fleet_bench.add_argument("--units", type=int, default=1000, help="simulated units")
+    fleet_bench.add_argument("--seconds", type=float, default=60.0, help="seconds at the steady load")
+    fleet_bench.add_argument("--flood", type=int, default=20_000, help="messages in the ceiling flood")
+    fleet_bench.add_argument("--username", help="broker user (the broker's password file)")
+    fleet_bench.add_argument("--password", help="that user's password")
 
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
@@ -110,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "fleet":
+            return _fleet(args)
+        if args.command == "fleet-bench":
+            from nightear.fleet_bench import main as fleet_bench
+
+            return fleet_bench(args.broker, args.units, args.seconds, args.flood, args.username,
+                               args.password)
         return _info(args)
     except NightearError as exc:
         _error(str(exc))
@@ -138,17 +174,32 @@ def _load(args: argparse.Namespace) -> tuple[Settings, OnnxClassifier]:
 
 def _info(args: argparse.Namespace) -> int:
     _, classifier = _load(args)
-    meta = {k: v for k, v in classifier.info.metadata.items() if k != "mel_basis"}
-    meta.update(path=str(classifier.path), sha256=classifier.info.sha256)
+    info = classifier.info
+    meta = {k: _metadata_value(k, v) for k, v in info.metadata.items() if k != "mel_basis"}
+    meta.update(path=str(classifier.path), sha256=info.sha256, window_seconds=round(
+        info.frontend.samples_for_frames(info.window_frames) / info.frontend.sample_rate, 4))
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
+
+
+def _metadata_value(key: str, text: str) -> object:
+    """ONNX metadata is all text: numbers back to numbers and lists to lists, names kept as text."""
+    if key in TEXT_METADATA or key.endswith("sha256"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | list) and not isinstance(value, bool) else text
 
 
 def _listen(args: argparse.Namespace) -> int:
     from nightear.daemon import Listener
 
     settings, classifier = _load(args)
-    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration)
+    listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
+                        config_folder=Path(args.config).parent if args.config else None,
+                        reload=lambda: _load(args))
     listener.install_signal_handlers()
     listener.run()
     return 0
@@ -162,28 +213,65 @@ def _since(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--since wants an ISO time or 30m/12h/2d, got {text!r}") from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text} reaches back before year 1") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _events(args: argparse.Namespace) -> int:
-    from nightear.sinks.store import EventStore
-
     path = args.db or load_settings(args.config).store.path
     if not path:
         raise ConfigError("no event store: give --db FILE or a config with store.path")
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such event store")
-    store = EventStore(path)
-    for event in store.since(args.since):
-        if args.json:
-            track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
-            _emit({**asdict(event), **({"track": track} if track else {})})
-        else:
-            bearing = "" if event.bearing_deg is None else \
-                f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
-            print(f"{event.start}  {event.end}  {event.state:6s}  peak {event.peak_confidence:.2f}  "
-                  f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
-    store.close()
+    store = EventStore(path, read_only=True)
+    try:
+        for event in store.since(args.since):
+            _print_stored(store, event, args.json)
+    except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
+        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
+    finally:
+        store.close()
+    return 0
+
+
+def _print_stored(store: EventStore, event: StoredEvent, as_json: bool) -> None:
+    if as_json:
+        track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
+        _emit({**asdict(event), **({"track": track} if track else {})})
+        return
+    bearing = "" if event.bearing_deg is None else \
+        f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
+    state = "interrupted" if event.interrupted else event.state
+    print(f"{event.start}  {event.end}  {state:6s}  peak {event.peak_confidence:.2f}  "
+          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from nightear import fleet
+
+    settings = load_settings(args.config)
+    base = Path(args.config).parent if args.config else None
+    fleet_settings = settings.fleet
+    if args.db is not None:
+        fleet_settings = msgspec.structs.replace(fleet_settings, store=args.db)
+    if args.export:
+        path = fleet_settings.store
+        if path is None or not Path(path).is_file():
+            raise ConfigError(f"{path}: no such fleet store" if path else
+                              "no fleet store to export: give --db FILE or a config with fleet.store")
+        store = fleet.FleetStore(path)
+        fleet.export(store, args.export, sys.stdout, args.since)
+        store.close()
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    fleet.run(settings.mqtt, fleet_settings, sys.stdout,
+              lambda line: print(line, file=sys.stderr, flush=True), stop, base)
     return 0
 
 
@@ -195,37 +283,31 @@ def _bench(args: argparse.Namespace) -> int:
     if args.array is not None or not array.enabled:
         array = msgspec.structs.replace(array, preset=args.array or "respeaker-4mic", mics=None,
                                         channels=None)
-    audio = bench.test_audio(classifier.info.frontend.sample_rate, args.seconds,
-                             Path(args.audio) if args.audio else None)
-    print(json.dumps(bench.run(classifier, audio, array), indent=2))
+    rate, recording = classifier.info.frontend.sample_rate, Path(args.audio) if args.audio else None
+    print(json.dumps(bench.run(classifier, lambda: bench.test_audio(rate, args.seconds, recording),
+                               array), indent=2))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from nightear.sources import MicSource
+    from nightear import preflight
 
-    settings, classifier = _load(args)
+    settings = load_settings(args.config)
     print(f"config: ok ({args.config or 'defaults'})")
-    info = classifier.info
-    print(f"model: ok ({classifier.path}, {info.name} {info.version}, threshold {info.threshold})")
-    if settings.geometry is not None:
-        g = settings.geometry
-        Pipeline(classifier, settings.decision, settings.audio.sample_rate, g.device_channels,
-                 settings.array)  # builds the array stage: its band must suit the device's rate
-        print(f"array: ok ({g.name}: {g.source}; {g.mics} mics on channels {list(g.mic_channels)} of "
-              f"{g.device_channels}, aperture {g.aperture_m * 1000:.0f} mm, heading "
-              f"{settings.array.heading_deg:.0f} deg, beam {'on' if settings.array.beamform else 'off'})")
-    mic = MicSource(settings.audio, settings.capture_channels)
-    mic.check()
-    print(f"audio device: ok ({mic.device_info['name']!r}, {mic.channels} ch, "
-          f"{settings.audio.sample_rate} Hz)")
-    return 0
+    ok = preflight.check(settings, lambda: _load(args)[1], print, _error,
+                         Path(args.config).parent if args.config else None)
+    return 0 if ok else EXIT_USER_ERROR
 
 
 def _devices() -> int:
     from nightear.sources import list_devices
 
-    for device in list_devices():
+    devices = list_devices()
+    if not devices:
+        from nightear.preflight import NO_CAPTURE_DEVICE
+
+        raise AudioError(NO_CAPTURE_DEVICE)
+    for device in devices:
         print(json.dumps(device))
     return 0
 
@@ -251,11 +333,17 @@ def _detect(args: argparse.Namespace) -> int:
     for source in sources:
         if source is None:
             continue
+        if source.channels > 2 and not array.enabled:
+            progress.clear()
+            print(f"nightear: note: {source.path}: {source.channels} channels averaged to mono; "
+                  "--array PRESET (or the config's array) would beamform them", file=sys.stderr,
+                  flush=True)
         try:
             pipeline = Pipeline(classifier, decision, source.input_rate, source.channels, array,
                                 settings.model.hop_seconds)
             _detect_one(source, pipeline, args.scores, progress)
         except NightearError as exc:
+            progress.clear()
             _error(f"{source.path}: {exc}" if str(source.path) not in str(exc) else str(exc))
             status = EXIT_USER_ERROR
     progress.close()
@@ -263,21 +351,25 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress) -> None:
+    """Events of one file; audio that ends badly (truncated, undecodable, non-finite) still
+    closes the open event at its last good sample and reports it before the error."""
     name = str(source.path)
-    for block in source.raw_blocks():
-        _print_output(name, pipeline.push(block), pipeline, scores)
-        progress.advance(len(block) / source.input_rate)
-    _print_output(name, pipeline.finish(), pipeline, scores)
+    try:
+        for block in source.raw_blocks():
+            _print_output(name, pipeline.push(block), pipeline, scores, progress)
+            progress.advance(len(block) / source.input_rate)
+    finally:
+        _print_output(name, pipeline.finish(), pipeline, scores, progress)
 
 
-def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool) -> None:
-    if scores:
-        for s in output.scores:
-            _emit({"file": name, **score_line(s)})
-        return
-    for change in output.changes:
-        if change.kind == "close":
-            _emit(_event_json(name, change.event, pipeline))
+def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool,
+                  progress: _Progress) -> None:
+    lines = [{"file": name, **score_line(s)} for s in output.scores] if scores else [
+        _event_json(name, c.event, pipeline) for c in output.changes if c.kind == "close"]
+    if lines:
+        progress.clear()  # an event line never starts after the bar
+    for line in lines:
+        _emit(line)
 
 
 def _event_json(name: str, event: DroneEvent, pipeline: Pipeline) -> dict[str, object]:
@@ -322,7 +414,12 @@ class _Progress:
             self.stream.write(f"\r[{bar:<30}] {frac:6.1%} of {self.total_s / 60:.1f} min audio")
             self.stream.flush()
 
-    def close(self) -> None:
-        if self.enabled:
+    def clear(self) -> None:
+        """Wipe the bar off its line (drawn again at the next advance), before other output."""
+        if self.enabled and self._last_draw:
             self.stream.write("\r" + " " * 60 + "\r")
             self.stream.flush()
+            self._last_draw = 0.0
+
+    def close(self) -> None:
+        self.clear()

@@ -14,10 +14,16 @@ import msgspec
 from nightear.array import ArrayGeometry, ArraySettings
 from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
+from nightear.fleet import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.pipeline import DEFAULT_HOP_SECONDS
+from nightear.schema import UnitPosition
+from nightear.sinks.broker import MqttSettings
 from nightear.sinks.clips import ClipSettings
 from nightear.sources import AudioSettings
+
+# letters, digits, '.', '_', '-'; starting with a letter or digit (a host name fits)
+NODE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$"
 
 
 class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -44,7 +50,8 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything nightear reads from its YAML file."""
 
-    node: str = ""  # this unit's name in events; empty: the host name
+    # this unit's name in events, metrics and topics: a short slug; empty: the host name
+    node: Annotated[str, msgspec.Meta(pattern=NODE_PATTERN, max_length=63)] = ""
 
     model: ModelSettings = ModelSettings()
     frontend: FrontendConfig = FrontendConfig()
@@ -54,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     store: StoreSettings = StoreSettings()
     metrics: MetricsSettings = MetricsSettings()
     clips: ClipSettings = ClipSettings()
+    # the fleet: where this unit stands, the broker it reports to, and `nightear fleet`'s own
+    position: UnitPosition | None = None
+    mqtt: MqttSettings = MqttSettings()
+    fleet: FleetSettings = FleetSettings()
 
     def __post_init__(self) -> None:
         geometry = self.geometry

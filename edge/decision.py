@@ -158,6 +158,10 @@ class EventTracker:
         self._under = 0
         return [EventChange("open", self._open.snapshot())]
 
+    def current(self) -> DroneEvent | None:
+        """The open event as it stands now (None when none is open)."""
+        return self._open.snapshot() if self._open is not None else None
+
     def flush(self) -> list[EventChange]:
         """Close the open event, if any (end of stream, or shutdown)."""
         if self._open is None:

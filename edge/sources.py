@@ -7,10 +7,13 @@ format in one step, for training and tools that want a clip's samples.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +43,7 @@ class WavSource:
         if self.path.is_dir():
             raise AudioError(f"{self.path}: is a folder, not an audio file")
         try:
-            info = sf.info(str(self.path))
+            info = sf.info(os.fsencode(self.path))  # bytes: a name need not be valid UTF-8
         except (sf.SoundFileError, RuntimeError) as exc:
             raise AudioError(f"{self.path}: not a readable audio file ({_reason(exc)})") from None
         if info.frames <= 0:
@@ -79,11 +82,18 @@ class WavSource:
         block_frames = max(1, int(block_seconds * self.input_rate))
         frames_read = 0
         try:
-            with sf.SoundFile(str(self.path)) as handle:
+            with sf.SoundFile(os.fsencode(self.path)) as handle:
                 while frames_read < self.frames:
                     data = handle.read(block_frames, dtype="float32", always_2d=True)
                     if len(data) == 0:
                         break
+                    bad = ~np.isfinite(data).all(axis=1)
+                    if bad.any():  # NaN or inf would score as a constant, silently
+                        good = int(np.argmax(bad))
+                        if good:
+                            yield data[:good]
+                        raise AudioError(f"{self.path}: non-finite sample (NaN or inf) at "
+                                         f"{(frames_read + good) / self.input_rate:.3f} s")
                     frames_read += len(data)
                     yield data
         except (sf.SoundFileError, RuntimeError) as exc:
@@ -142,6 +152,14 @@ def list_devices() -> list[dict[str, object]]:
             for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
 
 
+def rescan_devices() -> None:
+    """PortAudio lists the devices once, when it starts: start it again (no stream may be open)
+    so that a microphone plugged back in is found under its name."""
+    sd = _portaudio()
+    sd._terminate()
+    sd._initialize()
+
+
 class RingBuffer:
     """Preallocated single-producer single-consumer ring of (frames, channels) int16.
 
@@ -155,8 +173,11 @@ class RingBuffer:
         self._read = 0  # total frames ever read; only the reader changes it
         self.dropped_frames = 0
         self.ready = threading.Event()
+        # (first frame, monotonic capture time) of each block written and not yet read past
+        self._captured: deque[tuple[int, float]] = deque(maxlen=4096)
 
-    def write(self, block: np.ndarray) -> None:
+    def write(self, block: np.ndarray, captured: float | None = None) -> None:
+        """Copy a block in; `captured` is the monotonic time its first frame was recorded."""
         n, size = len(block), len(self._data)
         if n > size - (self._written - self._read):
             self.dropped_frames += n
@@ -165,18 +186,67 @@ class RingBuffer:
         first = min(n, size - start)
         self._data[start : start + first] = block[:first]
         self._data[: n - first] = block[first:]
+        if captured is not None:
+            self._captured.append((self._written, captured))
         self._written += n
         self.ready.set()
 
-    def read(self) -> np.ndarray:
-        """Everything written since the last read, as a copy."""
+    def read(self) -> tuple[np.ndarray, int]:
+        """Everything written since the last read, as a copy, and the index of its first frame."""
         self.ready.clear()
-        written, size = self._written, len(self._data)
+        written, size, first_index = self._written, len(self._data), self._read
         n, start = written - self._read, self._read % size
         first = min(n, size - start)
         out = np.concatenate((self._data[start : start + first], self._data[: n - first]))
         self._read = written
-        return out
+        return out, first_index
+
+    def captured_at(self, index: int, sample_rate: int) -> float | None:
+        """When frame `index` (read already) was recorded, on the monotonic clock."""
+        anchors = self._captured
+        while len(anchors) > 1 and anchors[1][0] <= index:
+            anchors.popleft()
+        if not anchors or anchors[0][0] > index:
+            return None
+        first, captured = anchors[0]
+        return captured + (index - first) / sample_rate
+
+
+class CaptureTimeline:
+    """Seconds into a stream -> the monotonic time they were captured, and from that UTC.
+
+    A stream's sample count is no clock: a device that delivers faster or slower than real time,
+    pauses, or loses frames to a full ring puts "start + samples" minutes off. Each block is
+    anchored to its capture time; only anchors that differ from the previous one's prediction by
+    more than `TOLERANCE_S` are kept, so a steady device costs one anchor.
+    """
+
+    TOLERANCE_S = 0.02
+
+    def __init__(self) -> None:
+        self._anchors: deque[tuple[float, float]] = deque(maxlen=100_000)  # (stream s, monotonic)
+
+    def add(self, stream_s: float, captured: float) -> None:
+        if self._anchors:
+            last_s, last_t = self._anchors[-1]
+            if abs(last_t + (stream_s - last_s) - captured) <= self.TOLERANCE_S:
+                return
+        self._anchors.append((stream_s, captured))
+
+    def monotonic(self, stream_s: float) -> float:
+        if not self._anchors:
+            return time.monotonic()
+        later = None  # the first anchor after stream_s: a block delivered faster than real time
+        for anchor_s, anchor_t in reversed(self._anchors):  # recent times are asked for most
+            if anchor_s <= stream_s:
+                break
+            later = anchor_t
+        t = anchor_t + (stream_s - anchor_s)
+        return t if later is None else min(t, later)  # never after audio captured later
+
+    def utc(self, stream_s: float) -> datetime:
+        """The wall-clock time of `stream_s`, through the clock as it reads now (after NTP)."""
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - self.monotonic(stream_s))
 
 
 class MicSource:
@@ -216,30 +286,49 @@ class MicSource:
                              f"at {s.sample_rate} Hz: {exc}") from None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now = time.monotonic()
         if status.input_overflow:
             self.overflows += 1
-        self.ring.write(indata)
+        # PortAudio's ADC time of the first frame, where the host API gives one; else the
+        # callback's own time less the block it waited for
+        age = time_info.currentTime - time_info.inputBufferAdcTime
+        if not (time_info.inputBufferAdcTime > 0 and 0.0 <= age < 1.0):
+            age = frames / self.sample_rate
+        self.ring.write(indata, now - age)
 
-    def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
-        """Yield (n, channels) float32 blocks until `stop` is set; AudioError if the device fails."""
+    def blocks(self, stop: threading.Event) -> Iterator[tuple[np.ndarray, float]]:
+        """Yield ((n, channels) float32 block, monotonic capture time of its first frame) until
+        `stop` is set; an empty block every half second without audio, so the caller's loop
+        goes on (and pings the watchdog); AudioError if the device fails."""
         s = self.settings
         try:
             with self.sd.InputStream(device=s.device, channels=self.channels, samplerate=s.sample_rate,
                                      dtype="int16", blocksize=int(s.block_seconds * s.sample_rate),
                                      callback=self._callback) as stream:
-                heard = time.monotonic()
-                while not stop.is_set():
-                    self.ring.ready.wait(timeout=0.5)
-                    raw = self.ring.read()
-                    if len(raw):
-                        heard = time.monotonic()
-                        # a backlog (the pipeline fell behind) goes on in 1-s pieces, so memory
-                        # stays bounded however much the ring held
-                        for start in range(0, len(raw), s.sample_rate):
-                            yield int16_to_float(raw[start : start + s.sample_rate])
-                    elif time.monotonic() - heard > s.stall_seconds or not stream.active:
-                        # a USB microphone pulled out often just stops calling back
-                        raise AudioError(f"audio device {self.device_info['name']!r} delivered no "
-                                         f"audio for {s.stall_seconds:.0f} s")
+                yield from self._read(stream, stop)
         except self.sd.PortAudioError as exc:
             raise AudioError(f"audio device {self.device_info['name']!r} failed: {exc}") from None
+
+    def _read(self, stream: Any, stop: threading.Event) -> Iterator[tuple[np.ndarray, float]]:
+        s = self.settings
+        heard = time.monotonic()
+        while not stop.is_set():
+            self.ring.ready.wait(timeout=0.5)
+            raw, first = self.ring.read()
+            if len(raw):
+                heard = time.monotonic()
+                # a backlog (the pipeline fell behind) goes on in 1-s pieces, so memory
+                # stays bounded however much the ring held
+                for start in range(0, len(raw), s.sample_rate):
+                    piece = raw[start : start + s.sample_rate]
+                    captured = self.ring.captured_at(first + start, s.sample_rate)
+                    if captured is None:
+                        captured = heard - (len(raw) - start) / s.sample_rate
+                    yield int16_to_float(piece), captured
+                continue
+            yield np.zeros((0, self.channels), np.float32), time.monotonic()
+            if time.monotonic() - heard > s.stall_seconds or not stream.active:
+                # a USB microphone pulled out often just stops calling back
+                raise AudioError(f"audio device {self.device_info['name']!r} delivered no "
+                                 f"audio for {s.stall_seconds:.0f} s")
+

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from nightear.classifier import default_model_path
 
@@ -39,3 +42,19 @@ def data_root() -> Path:
             pytest.fail(f"CI=true but the shared data is missing at {root} (set NIGHTEAR_DATA)")
         pytest.skip(f"shared data not found at {root}; set NIGHTEAR_DATA to run this test")
     return root
+
+
+@pytest.fixture()
+def mic_home() -> Iterator[Path]:
+    """A HOME any user can read whose .asoundrc makes ALSA's default capture device read a
+    drone fixture (16 kHz mono) through the real PortAudio/ALSA stack, repeating it."""
+    with tempfile.TemporaryDirectory(prefix="nightear-mic-") as name:
+        root = Path(name)
+        root.chmod(0o755)
+        y, _ = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16", always_2d=True)
+        y.astype("<i2").tofile(root / "in.raw")
+        (root / ".asoundrc").write_text(
+            'pcm.!default { type plug; slave.pcm "fakein" }\n'
+            f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{root / "in.raw"}"; '
+            'format "raw" }\n')
+        yield root

@@ -92,3 +92,41 @@ def test_missing_and_non_onnx_files(tmp_path: Path) -> None:
     text.write_text("not a model\n")
     with pytest.raises(ModelError, match=r"text\.onnx: not a loadable ONNX model"):
         OnnxClassifier(text)
+
+
+def flattening_copy(src: Path, dst: Path, declared: bool = True) -> Path:
+    """A real ONNX model with the shipped model's metadata whose output is its input, flattened:
+    (batch, 3072) instead of one probability per window. With `declared` False the graph
+    reshapes to a shape it computes, so only a run shows the output's size."""
+    from onnx import TensorProto, helper
+
+    shipped = onnx.load(str(src))
+    consts = [helper.make_tensor(name, TensorProto.INT64, [1], [value])
+              for name, value in (("zero", 0), ("one", 1), ("rest", -1))]
+    nodes = [helper.make_node("Flatten", ["logmel"], ["flat"], axis=1)] if declared else [
+        helper.make_node("Shape", ["logmel"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "rest"], ["to"], axis=0),
+        helper.make_node("Reshape", ["logmel", "to"], ["flat"])]
+    graph = helper.make_graph(
+        nodes, "flatten",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", 1, 64, 48])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", 3072 if declared else "n"])],
+        [] if declared else consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = shipped.ir_version
+    for prop in shipped.metadata_props:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_a_model_with_another_output_shape_is_refused_at_load(model_path: Path, tmp_path: Path) -> None:
+    wide = flattening_copy(model_path, tmp_path / "wide.onnx")
+    with pytest.raises(ModelError, match=r"wide\.onnx: output shape \[\['batch', 3072\]\] is not one "
+                                         r"drone probability per window"):
+        OnnxClassifier(wide)
+    hidden = flattening_copy(model_path, tmp_path / "hidden.onnx", declared=False)
+    with pytest.raises(ModelError, match=r"hidden\.onnx: output shape \[2, 3072\] for 2 windows of "
+                                         r"input shape \[2, 1, 64, 48\]"):
+        OnnxClassifier(hidden)

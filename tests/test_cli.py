@@ -81,7 +81,7 @@ def test_scores_prints_one_line_per_window() -> None:
     # 5 s of audio, 0.816-s windows every 0.256 s
     assert len(drone) == int((sf.info(DRONE).frames - 13056) / 4096) + 1
     assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.256, atol=1e-3)
-    threshold = float(json.loads(run_cli("info").stdout)["threshold"])
+    threshold = json.loads(run_cli("info").stdout)["threshold"]
     assert np.median([float(x["p"]) for x in drone]) >= threshold  # the drone raises the alarm
     assert max(float(x["p"]) for x in night) < threshold  # the night never does
 
@@ -138,7 +138,10 @@ def test_info_prints_the_model_contract() -> None:
     result = run_cli("info")
     assert result.returncode == 0
     info = json.loads(result.stdout)
-    assert info["model_name"] == "nightear-drone" and info["n_mels"] == "64"
+    assert info["model_name"] == "nightear-drone" and info["model_version"] == "2.0.0"
+    assert (info["n_mels"], info["sample_rate"], info["threshold"]) == (64, 16000, 0.9975)
+    assert info["labels"] == ["background", "drone"] and isinstance(info["fmin"], float)
+    assert info["window_seconds"] == 0.816  # 48 frames: (48 - 1) * 256 + 1024 samples at 16 kHz
     assert len(info["sha256"]) == 64 and "mel_basis" not in info
 
 
@@ -157,3 +160,105 @@ def test_bench_reports_every_stage_and_the_baseline() -> None:
     assert set(figures["baseline"]["cpu_ms_per_audio_second"]) == {"librosa_melspectrogram", "model"}
     too_short = run_cli("bench", "--seconds", "1")
     assert too_short.returncode == 2 and "needs at least 10 s of audio" in too_short.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_read_like_any_other(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    odd = os.fsdecode(bytes(tmp_path / "caf") + b"\xe9.flac")  # Latin-1 bytes, as a USB stick may hold
+    Path(odd).write_bytes(Path(DRONE).read_bytes())
+    missing = os.fsdecode(bytes(tmp_path / "gone") + b"\xff.wav")
+    result = subprocess.run([sys.executable, "-m", "nightear", "detect", odd, missing, DRONE],
+                            capture_output=True, text=True, errors="surrogateescape", timeout=300)
+    assert_user_error(result, "gone")
+    assert len(result.stderr.splitlines()) == 1 and "no such file" in result.stderr
+    found = events(result.stdout)
+    assert [os.fsencode(str(e["file"])) for e in found] == [os.fsencode(odd), os.fsencode(DRONE)]
+
+
+def test_a_model_with_another_output_shape_is_one_line_naming_file_and_shapes(
+        tmp_path: Path, model_path: Path) -> None:
+    from tests.test_classifier import flattening_copy
+
+    wide = flattening_copy(model_path, tmp_path / "wide.onnx")
+    result = run_cli("detect", "--model", str(wide), DRONE)
+    assert_user_error(result, f"{wide}: output shape [['batch', 3072]] is not one drone probability")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
+def test_an_event_open_when_the_file_breaks_off_is_reported_before_the_error(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "drone-pass.flac"
+    cut = tmp_path / "cut.flac"  # the FLAC breaks off at about 10 s, mid-pass (6-11 s)
+    data = example.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 10.6 / 18)])
+    result = run_cli("detect", str(cut), DRONE)
+    assert_user_error(result, f"{cut}: unreadable at 10.0 s")
+    first, second = events(result.stdout)
+    assert first["file"] == str(cut) and second["file"] == DRONE
+    assert 8.0 < float(first["start_s"]) and float(first["end_s"]) <= 10.0  # up to the last good sample
+    assert float(first["peak_confidence"]) > 0.99
+
+
+def test_non_finite_samples_are_an_error_after_the_event_they_cut_short(tmp_path: Path) -> None:
+    y, rate = sf.read(DRONE, dtype="float32")
+    y[int(3.5 * rate)] = np.nan
+    nan_file, inf_file = tmp_path / "nan.wav", tmp_path / "inf.wav"
+    sf.write(nan_file, y, rate, subtype="FLOAT")
+    y[int(3.5 * rate)] = np.inf
+    sf.write(inf_file, y, rate, subtype="FLOAT")
+    result = run_cli("detect", str(nan_file), str(inf_file))
+    assert_user_error(result, f"{nan_file}: non-finite sample (NaN or inf) at 3.500 s",
+                      f"{inf_file}: non-finite sample (NaN or inf) at 3.500 s")
+    found = events(result.stdout)
+    assert [e["file"] for e in found] == [str(nan_file), str(inf_file)]
+    assert all(float(e["end_s"]) <= 3.5 and float(e["peak_confidence"]) > 0.9 for e in found)
+    scores = run_cli("detect", "--scores", str(nan_file))
+    assert max(float(x["t_s"]) + 0.816 for x in events(scores.stdout)) <= 3.5  # no score of NaN
+
+
+def test_more_than_two_channels_without_an_array_says_once_they_were_averaged(tmp_path: Path) -> None:
+    y, rate = sf.read(DRONE, dtype="float32")
+    four, stereo = tmp_path / "four.wav", tmp_path / "two.wav"
+    sf.write(four, np.stack([y] * 4, axis=1), rate, subtype="FLOAT")
+    sf.write(stereo, np.stack([y] * 2, axis=1), rate, subtype="FLOAT")
+    result = run_cli("detect", str(four), str(stereo))
+    assert result.returncode == 0 and len(events(result.stdout)) == 2
+    assert result.stderr.splitlines() == [
+        f"nightear: note: {four}: 4 channels averaged to mono; --array PRESET (or the config's "
+        "array) would beamform them"]
+    beamed = run_cli("detect", "--array", "respeaker-4mic", str(four))
+    assert beamed.returncode == 0 and "averaged" not in beamed.stderr
+
+
+def test_the_progress_bar_is_cleared_before_an_event_line(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    drone, rate = sf.read(DRONE, dtype="float32")
+    night = sf.read(NIGHT, dtype="float32")[0]
+    long = tmp_path / "long.wav"  # over a minute, so the bar shows; the drone comes first
+    sf.write(long, np.concatenate([drone] + [night] * 11), rate, subtype="PCM_16")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "nightear", "detect", str(long)],
+                            stdout=follower, stderr=follower)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    text = screen.decode()
+    assert "% of 1.2 min audio" in text  # the bar was drawn
+    (event_line,) = [line for line in text.split("\r\n") if '"file"' in line]
+    assert event_line.split("\r")[-1].startswith('{"file": ')  # what the terminal shows
+    assert "audio{" not in text.replace("\r", "")

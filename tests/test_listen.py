@@ -196,9 +196,11 @@ def test_event_clip_with_preroll_and_a_full_disk_that_costs_only_the_clip(fake_m
     assert "metrics not written" in full.stderr
 
 
-def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
-    """A FIFO behind the ALSA file device: audio, then silence on the line (a pulled USB
-    microphone just stops calling back), then audio again after the reopen."""
+def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_path: Path) -> None:
+    """A FIFO behind the ALSA file device: audio, then the device is gone (the line closes and
+    the FIFO is removed, so reopening fails as for an unplugged USB microphone) for longer than
+    a 3-s watchdog period, then back. The daemon stays alive and says so (watchdog pings, STATUS=,
+    metrics) while it retries, finds the device again and hears the next drone."""
     import socket
     import threading
     import time
@@ -209,17 +211,18 @@ def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
         'pcm.!default { type plug; slave.pcm "fakein" }\n'
         f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{fifo}"; '
         'format "raw" }\n')
+    prom = tmp_path / "nightear.prom"
     config = tmp_path / "stall.yaml"
-    config.write_text("audio:\n  stall_seconds: 2\n")
+    config.write_text(f"audio:\n  stall_seconds: 2\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n")
     pipe_bytes = 60_000  # under the pipe's 64 kB: a write never blocks; 1.9 s of 16-bit audio
     drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16")[0].astype("<i2").tobytes()
-    line = os.open(fifo, os.O_RDWR)  # a writer that stays: the device opens, then hears nothing
+    line = os.open(fifo, os.O_RDWR)
     os.write(line, drone[:pipe_bytes])
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
-    pings: list[float] = []
-    threading.Thread(target=lambda: [pings.append(time.monotonic()) for _ in iter(
-        lambda: notify.recv(64), b"")], daemon=True).start()
+    messages: list[tuple[float, str]] = []
+    threading.Thread(target=lambda: [messages.append((time.monotonic(), m.decode())) for m in iter(
+        lambda: notify.recv(512), b"")], daemon=True).start()
     proc = subprocess.Popen([sys.executable, "-m", "nightear", "listen", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HOME": str(tmp_path),
@@ -228,23 +231,54 @@ def test_a_device_that_stops_delivering_is_reopened(tmp_path: Path) -> None:
     events: list[dict[str, str]] = []
     threading.Thread(target=lambda: events.extend(json.loads(x) for x in proc.stdout),  # type: ignore[union-attr]
                      daemon=True).start()
+
+    def wait_until(done, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        while not done():
+            assert time.monotonic() < deadline and proc.poll() is None, (states(), events[-1:])
+            time.sleep(0.05)
+
+    def states() -> list[str]:
+        return [m for _, m in messages if m.startswith("STATUS=")]
+
     try:
-        time.sleep(7)  # the first audio is long gone and the stall has been noticed
+        wait_until(lambda: any(e["event"] == "open" for e in events))
+        gone = time.monotonic()  # the file device delivers faster than real time: all audio is in
+        time.sleep(3.0)  # the line is silent: the stall is noticed (2 s after the last audio)
+        os.close(line)  # the device goes: end of file, then no FIFO to open at all
+        fifo.unlink()
+        wait_until(lambda: any("attempt 2" in m for m in states()))
+        assert "nightear_device_up{" in prom.read_text() and any(
+            x.startswith("nightear_device_up{") and x.endswith(" 0") for x in prom.read_text().splitlines())
+        os.mkfifo(fifo)  # plugged in again
+        line = os.open(fifo, os.O_RDWR)
+        os.write(line, drone[:pipe_bytes])
+        wait_until(lambda: sum(e["event"] == "open" for e in events) == 2)
         back = time.monotonic()
-        os.write(line, drone[pipe_bytes : 2 * pipe_bytes])  # the line comes back
-        deadline = time.monotonic() + 30
-        while sum(e["event"] == "open" for e in events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: any(x.startswith("nightear_device_up{") and x.endswith(" 1")
+                               for x in prom.read_text().splitlines()), 5.0)
         proc.send_signal(signal.SIGTERM)
     finally:
         os.close(line)  # end of file: a read blocked on the FIFO returns
-    assert proc.wait(timeout=30) == 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0
+    assert back - gone > 4.0  # longer than the watchdog period (3 s in this test)
+    pings = [t for t, m in messages if "WATCHDOG=1" in m]
+    assert max(b - a for a, b in zip(pings, pings[1:], strict=False) if a < back) < 3.0
+    assert states()[0] == "STATUS=listening on 'default' (1 ch, 16000 Hz)"
+    assert "STATUS=audio device lost (audio device 'default' delivered no audio for 2 s); reopening " \
+           "in 1 s, attempt 1" in states()
+    assert states()[-1] == "STATUS=listening on 'default' (1 ch, 16000 Hz)"
     opens = [e["id"] for e in events if e["event"] == "open"]
     assert len(opens) == 2 and opens[0] != opens[1]
-    assert "delivered no audio for 2 s; reopening in 1 s" in proc.stderr.read()
-    # no audio, no watchdog ping: under systemd a stalled pipeline gets restarted
-    assert pings and max(t for t in pings if t < back) < back - 1.5
-    assert max(pings) > back  # pinging again once audio flows
+    errors = proc.stderr.read()
+    assert "delivered no audio for 2 s; reopening in 1 s" in errors and "Traceback" not in errors
     notify.close()
 
 
@@ -279,3 +313,23 @@ def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_
     scores = listen(env, "--config", str(config), "--duration", "4.5", "--scores")
     located = [json.loads(line) for line in scores.stdout.splitlines() if "bearing_deg" in line]
     assert located and all(abs((s["bearing_deg"] - 221.0 + 180) % 360 - 180) <= 10.0 for s in located)
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "0"])
+def test_a_duration_that_is_not_a_finite_time_is_refused(fake_mic, duration: str) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    result = listen(env, "--duration", duration)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert f"--duration: must be a finite number of seconds > 0, got {duration}" in result.stderr
+
+
+def test_listen_refuses_a_model_with_another_output_shape(fake_mic, tmp_path: Path, model_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_classifier import flattening_copy
+
+    env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
+    wide = flattening_copy(model_path, tmp_path / "wide.onnx", declared=False)
+    result = listen(env, "--model", str(wide), "--duration", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"nightear: error: {wide}: output shape [2, 3072] for 2 windows of input shape "
+        "[2, 1, 64, 48]: not one drone probability per window"]

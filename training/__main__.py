@@ -1,6 +1,6 @@
-"""`python -m nightear_training build-default | evaluate | array-eval | split`: rebuild the
-shipped model, measure a model file (alone, or behind each microphone array), or show the
-grouped split."""
+"""`python -m nightear_training build-default | evaluate | array-eval | split | fetch-data`:
+rebuild the shipped model, measure a model file (alone, or behind each microphone array), show
+the grouped split, or download the public recordings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from nightear.errors import NightearError
-from nightear_training.build import BuildConfig, build
 from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
+from nightear_training.fetch import RAW_URL, FetchError, fetch_data
 from nightear_training.recipe import Recipe
 
 
@@ -42,15 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--max-passes", type=int, default=40, help="drone passes per SNR")
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
+    f = sub.add_parser("fetch-data", help="download the public recordings into DIR, laid out as "
+                       "../shared/data (resumable; each file checked against its manifest's sha256)")
+    f.add_argument("dir", type=Path, metavar="DIR")
+    f.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                   help="only this source (repeatable): drone-audio-dataset, svanstrom-outdoor, "
+                        "purdue-outdoor")
+    f.add_argument("--base-url", default=None,
+                   help="a mirror laid out as raw.githubusercontent.com (OWNER/REPO/COMMIT/PATH)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (FileNotFoundError, ValueError, NightearError) as exc:
+    except (FileNotFoundError, ValueError, NightearError, FetchError) as exc:
         print(f"nightear_training: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "fetch-data":
+        fetch_data(args.dir, args.sources, args.base_url or RAW_URL)
+        print(f"NIGHTEAR_DATA={args.dir} now holds the public recordings")
+        return 0
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))
         return 0
@@ -65,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
         evaluate_file(args.model, args.data, extra, args.out, args.max_clips_per_split)
         return 0
+    from nightear_training.build import BuildConfig, build
+
     recipe = Recipe()
     recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,

@@ -9,6 +9,7 @@ and a full or failing disk costs the evidence, never the detection.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -18,10 +19,19 @@ import soundfile as sf
 
 from nightear.errors import ConfigError
 from nightear.frontend import FrontendConfig, MelBasis, log_mel
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 # a perceptual dark-blue -> green -> yellow ramp (anchor colours of matplotlib's viridis)
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
 FLOOR_DB, CEILING_DB = -100.0, -10.0  # the colour scale of every picture: comparable at a glance
+# the names nightear gives its clips (start time, then the event id's first 8 hex digits): the
+# quota deletes these and nothing else a person may have put in the folder
+CLIP_NAME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{6}-[0-9a-f]{8}\.(wav|png)")
+
+
+def clip_name(start: str, event_id: str) -> str:
+    """The file stem of an event's clip: `2026-12-02T004711-1a2b3c4d` (UTC start, event id)."""
+    return f"{start[:19].replace(':', '')}-{event_id[:8]}"
 
 
 class ClipSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,7 +86,7 @@ class ClipWriter:
         self.settings, self.frontend, self.mel_basis = settings, frontend, mel_basis
         self.folder = Path(settings.folder or ".")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"clips.folder {self.folder}: cannot create it ({exc.strerror})") from None
 
@@ -90,6 +100,7 @@ class ClipWriter:
             tmp = final.with_name(f".{final.name}.tmp")
             try:
                 write(tmp)
+                os.chmod(tmp, PRIVATE_FILE_MODE)
                 os.replace(tmp, final)
             except (sf.SoundFileError, RuntimeError) as exc:  # libsndfile's own write errors
                 raise OSError(f"{final}: {exc}") from None
@@ -99,19 +110,24 @@ class ClipWriter:
         return wav, png
 
     def enforce_quota(self) -> list[Path]:
-        """Delete the oldest clips, each with its picture, until the folder fits its quota."""
-        by_clip: dict[str, list[Path]] = {}
+        """Delete the oldest of nightear's own clips, each with its picture, until the folder
+        fits its quota; other files and folders are neither counted nor touched."""
+        by_clip: dict[str, list[tuple[Path, os.stat_result]]] = {}
         for path in self.folder.iterdir():
-            if path.suffix in (".wav", ".png") and not path.name.startswith("."):
-                by_clip.setdefault(path.stem, []).append(path)
-        oldest_first = sorted(by_clip.values(), key=lambda ps: min(p.stat().st_mtime_ns for p in ps))
-        used = sum(p.stat().st_size for ps in oldest_first for p in ps)
+            if not CLIP_NAME.fullmatch(path.name) or path.is_symlink() or not path.is_file():
+                continue
+            try:
+                by_clip.setdefault(path.stem, []).append((path, path.stat()))
+            except FileNotFoundError:  # removed while we looked
+                continue
+        oldest_first = sorted(by_clip.values(), key=lambda ps: min(st.st_mtime_ns for _, st in ps))
+        used = sum(st.st_size for ps in oldest_first for _, st in ps)
         deleted: list[Path] = []
         for paths in oldest_first[:-1]:  # the clip just written always stays
             if used <= self.settings.quota_bytes:
                 break
-            for path in paths:
-                used -= path.stat().st_size
-                path.unlink()
+            for path, st in paths:
+                used -= st.st_size
+                path.unlink(missing_ok=True)
                 deleted.append(path)
         return deleted

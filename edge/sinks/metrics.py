@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
+
 
 @dataclass
 class Counters:
@@ -28,6 +30,7 @@ class Counters:
     input_overflows: int = 0
     dropped_frames: int = 0
     device_reopens: int = 0
+    device_up: int = 0  # 1 while audio flows, 0 while the device is lost and being reopened
 
     @property
     def real_time_factor(self) -> float:
@@ -39,8 +42,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def label_value(text: str) -> str:
+    """A label value as the exposition format wants it: backslash, quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def prometheus_text(c: Counters, node: str) -> str:
-    label = f'{{node="{node}"}}'
+    label = f'{{node="{label_value(node)}"}}'
     rows = [
         ("nightear_audio_seconds_total", "counter", "Seconds of audio processed", c.audio_seconds),
         ("nightear_windows_scored_total", "counter", "Windows scored by the classifier",
@@ -51,6 +59,8 @@ def prometheus_text(c: Counters, node: str) -> str:
          c.dropped_frames),
         ("nightear_device_reopens_total", "counter", "Audio device reopened after a failure",
          c.device_reopens),
+        ("nightear_device_up", "gauge", "1 while the audio device delivers, 0 while it is reopened",
+         c.device_up),
         ("nightear_real_time_factor", "gauge", "Seconds of audio per second of pipeline CPU",
          round(c.real_time_factor, 1)),
         ("nightear_peak_rss_bytes", "gauge", "Peak resident memory", peak_rss_bytes()),
@@ -65,12 +75,12 @@ def prometheus_text(c: Counters, node: str) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, PRIVATE_FILE_MODE)  # node_exporter reads it through the folder's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,13 +8,16 @@ an array, each event keeps its bearing track: one row per scored window in `bear
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from nightear.errors import ConfigError
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS events (
     bearing_deg REAL,
     bearing_spread_deg REAL,
     elevation_deg REAL,
-    bearing_mirror_deg REAL
+    bearing_mirror_deg REAL,
+    interrupted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start);
 CREATE TABLE IF NOT EXISTS bearings (
@@ -47,9 +51,11 @@ CREATE TABLE IF NOT EXISTS bearings (
 """
 # columns added after the first release, for stores written by an older nightear
 ADDED_COLUMNS = ("bearing_deg REAL", "bearing_spread_deg REAL", "elevation_deg REAL",
-                 "bearing_mirror_deg REAL")
+                 "bearing_mirror_deg REAL", "interrupted INTEGER NOT NULL DEFAULT 0")
 COLUMNS = ("id, node, state, start, end, peak_confidence, mean_confidence, windows, model, "
-           "model_sha256, clip, bearing_deg, bearing_spread_deg, elevation_deg, bearing_mirror_deg")
+           "model_sha256, clip, bearing_deg, bearing_spread_deg, elevation_deg, bearing_mirror_deg, "
+           "interrupted")
+NAMES = tuple(name.strip() for name in COLUMNS.split(","))
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class StoredEvent:
     bearing_spread_deg: float | None = None  # circular deviation of the windows' bearings
     elevation_deg: float | None = None
     bearing_mirror_deg: float | None = None  # a linear array's equally likely mirror bearing
+    interrupted: bool = False  # closed at start-up: the run that heard it was killed mid-event
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,47 @@ class StoredBearing:
     confidence: float
 
 
-class EventStore:
-    """Durable events: `save` inserts or updates one event in its own transaction."""
+class StoreLock:
+    """One daemon per store: an exclusive lock on `<store>.lock`, held while the daemon runs,
+    released by the kernel however the process ends (so a SIGKILL leaves no stale lock)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, store_path: str | Path):
+        self.path = Path(f"{store_path}.lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot create the store's lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise ConfigError(f"{store_path}: another nightear listen (pid {holder}) is using this "
+                              "event store; stop it first or give this one its own store.path") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+class EventStore:
+    """Durable events: `save` inserts or updates one event in its own transaction.
+
+    `read_only` opens an existing store for listing without changing a byte of it: a user who
+    may only read the file can list it, and a file that is not a nightear store stays as it was.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if read_only:
+            self._db = self._open_read_only()
+            return
+        try:
+            self.path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            # created 0640 before SQLite opens it: its -wal and -shm files copy this mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -99,14 +140,37 @@ class EventStore:
             for column in ADDED_COLUMNS:
                 if column.split()[0] not in have:
                     self._db.execute(f"ALTER TABLE events ADD COLUMN {column}")
+            self._columns = set(NAMES)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.path}: cannot open the event store ({exc})") from None
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.OperationalError as exc:
+            if Path(f"{self.path}-wal").exists():
+                raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
+            # a WAL store in a folder this user cannot write, with no WAL beside it: nothing
+            # waits to be checkpointed, so the file alone holds every event
+            try:
+                db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.DatabaseError as exc:
+                raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
+        if "events" not in tables:
+            db.close()
+            raise ConfigError(f"{self.path}: not a nightear event store (no events table)")
+        self._columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        return db
+
     def save(self, event: StoredEvent, track: Sequence[StoredBearing] = ()) -> None:
         """Insert or update an event and its bearing track, in one transaction."""
-        names = [n.strip() for n in COLUMNS.split(",")]
-        values = tuple(getattr(event, name) for name in names)
-        updated = [n for n in names if n not in ("id", "node", "start", "model", "model_sha256")]
+        values = tuple(getattr(event, name) for name in NAMES)
+        updated = [n for n in NAMES if n not in ("id", "node", "start", "model", "model_sha256")]
         with self._db:
             self._db.execute(
                 f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * len(values))}) "
@@ -127,11 +191,22 @@ class EventStore:
 
     def since(self, start: datetime | None = None) -> Iterator[StoredEvent]:
         """Events that started at or after `start` (all without it), oldest first."""
-        query, args = f"SELECT {COLUMNS} FROM events", ()  # type: tuple[str, tuple[str, ...]]
+        # a store written by an older nightear, opened read-only, lacks the newer columns
+        selected = ", ".join(c if c in self._columns else "NULL" for c in NAMES)
+        query, args = f"SELECT {selected} FROM events", ()  # type: tuple[str, tuple[str, ...]]
         if start is not None:
             query, args = query + " WHERE start >= ?", (start.isoformat(timespec="milliseconds"),)
         for row in self._db.execute(query + " ORDER BY start", args):
-            yield StoredEvent(*row)
+            yield StoredEvent(**{**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])})
+
+    def close_interrupted(self) -> list[StoredEvent]:
+        """Close the events an earlier run left open (SIGKILL, a power cut): each keeps the
+        extent of its last stored window and is marked interrupted. Only a daemon holding the
+        store's lock calls this, so no open event here belongs to a live run."""
+        with self._db:
+            left_open = [e for e in self.since() if e.state == "open"]
+            self._db.execute("UPDATE events SET state = 'closed', interrupted = 1 WHERE state = 'open'")
+        return [replace(e, state="closed", interrupted=True) for e in left_open]
 
     def close(self) -> None:
         self._db.close()
