@@ -246,6 +246,12 @@ class Listener:
         c.cpu_seconds += cpu_seconds
         c.windows_scored += len(output.scores)
         c.events += sum(change.kind == "open" for change in output.changes)
+        if output.nonfinite_samples:
+            if not c.nonfinite_samples:  # the first time; the metric counts them all
+                self.log(f"nightear: warning: the audio device delivered {output.nonfinite_samples} "
+                         "NaN or inf samples: scored as silence, counted in "
+                         "nightear_nonfinite_samples_total")
+            c.nonfinite_samples += output.nonfinite_samples
         c.input_overflows, c.dropped_frames = source.overflows, source.ring.dropped_frames
         self._ping()
         self._write_metrics_now_and_then()

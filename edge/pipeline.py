@@ -9,7 +9,7 @@ the same audio. `Detector` is its mono part, from 16 kHz samples on, which train
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soxr
@@ -30,6 +30,7 @@ class DetectorOutput:
     scores: list[WindowScore]
     changes: list[EventChange]
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the mono it scored
+    nonfinite_samples: int = 0  # NaN or inf in the block, scored as silence and counted
 
 
 def score_line(score: WindowScore) -> dict[str, object]:
@@ -149,10 +150,15 @@ class Pipeline:
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise AudioError(f"expected {self.channels}-channel audio, got "
                              f"{block.shape[1] if block.ndim == 2 else 1} channels")
+        bad = ~np.isfinite(block)
+        nonfinite = int(np.count_nonzero(bad))
+        if nonfinite:  # one NaN would poison every window it touches: silence instead, counted
+            block = np.where(bad, np.float32(0.0), block)
         mono = self.stage.push(block)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
-        return self.detector.push(mono)
+        output = self.detector.push(mono)
+        return replace(output, nonfinite_samples=nonfinite) if nonfinite else output
 
     def finish(self) -> DetectorOutput:
         """End of stream: score what the resampler still holds, then close any open event."""

@@ -85,3 +85,29 @@ def test_truncated_flac_fails_on_read(tmp_path: Path) -> None:
     source = WavSource(path, 16000)  # the header alone looks fine
     with pytest.raises(AudioError, match=r"cut\.flac: (truncated|unreadable at)"):
         source.read_all()
+
+
+def test_non_finite_stream_samples_are_counted_and_scored_as_silence(model_path: Path) -> None:
+    """A device stream is never refused for a bad sample: NaN and inf are counted and scored as
+    silence, so the windows around them score what the rest of the audio says."""
+    from nightear.classifier import OnnxClassifier
+    from nightear.decision import DecisionConfig
+    from nightear.pipeline import Pipeline
+
+    classifier = OnnxClassifier(model_path)
+    drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="float32")[0][:, None]
+    broken = drone.copy()
+    broken[16000:16100] = np.nan
+    broken[30000] = np.inf
+    cleaned = drone.copy()
+    cleaned[16000:16100] = 0.0
+    cleaned[30000] = 0.0
+    runs = []
+    for audio in (broken, cleaned):
+        pipeline = Pipeline(classifier, DecisionConfig(), 16000, 1)
+        outputs = [pipeline.push(block) for block in np.array_split(audio, 5)]
+        runs.append((sum(o.nonfinite_samples for o in outputs),
+                     [s.p for o in outputs for s in o.scores]))
+    (bad_count, bad_scores), (clean_count, clean_scores) = runs
+    assert (bad_count, clean_count) == (101, 0)
+    assert bad_scores == clean_scores and all(np.isfinite(bad_scores)) and max(bad_scores) > 0.9

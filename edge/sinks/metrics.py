@@ -31,6 +31,7 @@ class Counters:
     dropped_frames: int = 0
     device_reopens: int = 0
     device_up: int = 0  # 1 while audio flows, 0 while the device is lost and being reopened
+    nonfinite_samples: int = 0  # NaN/inf samples from the device, scored as silence
 
     @property
     def real_time_factor(self) -> float:
@@ -59,6 +60,8 @@ def prometheus_text(c: Counters, node: str) -> str:
          c.dropped_frames),
         ("nightear_device_reopens_total", "counter", "Audio device reopened after a failure",
          c.device_reopens),
+        ("nightear_nonfinite_samples_total", "counter", "NaN or inf samples from the device, "
+         "scored as silence", c.nonfinite_samples),
         ("nightear_device_up", "gauge", "1 while the audio device delivers, 0 while it is reopened",
          c.device_up),
         ("nightear_real_time_factor", "gauge", "Seconds of audio per second of pipeline CPU",
