@@ -44,6 +44,15 @@ def data_root() -> Path:
     return root
 
 
+def write_asoundrc(home: Path, infile: Path | str) -> None:
+    """Give `home` an .asoundrc whose default capture device reads raw PCM from `infile`
+    through ALSA's file plugin (DESIGN.md: the capture path without a sound card)."""
+    (home / ".asoundrc").write_text(
+        'pcm.!default { type plug; slave.pcm "fakein" }\n'
+        f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{infile}"; '
+        'format "raw" }\n')
+
+
 @pytest.fixture()
 def mic_home() -> Iterator[Path]:
     """A HOME any user can read whose .asoundrc makes ALSA's default capture device read a
@@ -53,8 +62,5 @@ def mic_home() -> Iterator[Path]:
         root.chmod(0o755)
         y, _ = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16", always_2d=True)
         y.astype("<i2").tofile(root / "in.raw")
-        (root / ".asoundrc").write_text(
-            'pcm.!default { type plug; slave.pcm "fakein" }\n'
-            f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{root / "in.raw"}"; '
-            'format "raw" }\n')
+        write_asoundrc(root, root / "in.raw")
         yield root

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.conftest import FIXTURES, REPO, run_cli
+from tests.conftest import FIXTURES, REPO, run_cli, write_asoundrc
 from tests.test_listen import fake_mic  # noqa: F401 - the fixture
 
 DRONE = FIXTURES / "drone_bebop_16k.flac"
@@ -142,10 +142,7 @@ def test_event_times_are_capture_times_across_a_pause_and_dropped_audio(tmp_path
 
     fifo = tmp_path / "mic.fifo"
     os.mkfifo(fifo)
-    (tmp_path / ".asoundrc").write_text(
-        'pcm.!default { type plug; slave.pcm "fakein" }\n'
-        f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{fifo}"; '
-        'format "raw" }\n')
+    write_asoundrc(tmp_path, fifo)
     db = tmp_path / "events.db"
     config = tmp_path / "paced.yaml"
     config.write_text(f"audio:\n  buffer_seconds: 1\n  stall_seconds: 30\nstore:\n  path: {db}\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nightear.config import load_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, write_asoundrc
 
 UNIT = REPO / "deploy" / "nightear.service"
 NETWORK_DROPIN = REPO / "deploy" / "network.conf"
@@ -33,9 +33,7 @@ def install(root: Path, home: Path) -> subprocess.CompletedProcess[str]:
 def silent_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A HOME whose .asoundrc gives ALSA a default capture device that reads silence."""
     home = tmp_path_factory.mktemp("home")
-    (home / ".asoundrc").write_text(
-        'pcm.!default { type plug; slave.pcm "fakein" }\n'
-        'pcm.fakein { type file; slave.pcm "null"; file "/dev/null"; infile "/dev/zero"; format "raw" }\n')
+    write_asoundrc(home, "/dev/zero")
     return home
 
 

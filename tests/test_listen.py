@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import FIXTURES, REPO, run_cli
+from tests.conftest import FIXTURES, REPO, run_cli, write_asoundrc
 
 EXAMPLE = REPO / "examples" / "drone-pass.flac"
 
@@ -27,10 +27,7 @@ def fake_mic(tmp_path: Path):  # type: ignore[no-untyped-def]
         y, file_rate = sf.read(recording, dtype="int16", always_2d=True)
         assert file_rate == rate and y.shape[1] == channels
         y.astype("<i2").tofile(tmp_path / "in.raw")  # interleaved, as the device delivers it
-        (tmp_path / ".asoundrc").write_text(
-            'pcm.!default { type plug; slave.pcm "fakein" }\n'
-            f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; '
-            f'infile "{tmp_path / "in.raw"}"; format "raw" }}\n')
+        write_asoundrc(tmp_path, tmp_path / "in.raw")
         return {**os.environ, "HOME": str(tmp_path)}
 
     return feed
@@ -207,10 +204,7 @@ def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_
 
     fifo = tmp_path / "mic.fifo"
     os.mkfifo(fifo)
-    (tmp_path / ".asoundrc").write_text(
-        'pcm.!default { type plug; slave.pcm "fakein" }\n'
-        f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{fifo}"; '
-        'format "raw" }\n')
+    write_asoundrc(tmp_path, fifo)
     prom = tmp_path / "nightear.prom"
     config = tmp_path / "stall.yaml"
     config.write_text(f"audio:\n  stall_seconds: 2\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n")
