@@ -31,7 +31,7 @@ from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.augment import background_stream, propagate, random_crop, rms_db
 from nightear_training.data import AMBIENCE, DRONE_AUDIO_DATASET, EXCLUDED, Clip, hash_fraction
-from nightear_training.evaluate import count_events, threshold_for_rate
+from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
 from nightear_training.features import EVAL_HOP_FRAMES, clip_windows, pad_to
 from nightear_training.model import DroneCNN
 from nightear_training.recipe import Recipe, train_recipe
@@ -248,11 +248,8 @@ def false_alarms(scores: Scores, thresholds: Sequence[float] = tuple(THRESHOLDS)
     for source, secs, _ in scores["streams"]:
         seconds[source] = seconds.get(source, 0.0) + secs
     hours = sum(seconds.values()) / 3600.0
-    curve = []
-    for t in thresholds:
-        n = count_events(streams, float(t), decision)
-        curve.append({"threshold": round(float(t), 4), "events": n, "per_hour": round(n / hours, 3),
-                      "interval95": poisson_interval(n, hours)})
+    curve = [{**point, "interval95": poisson_interval(int(point["events"]), hours)}
+             for point in false_alarm_curve(streams, hours, thresholds, decision)]
     return {"unique_minutes": round(hours * 60, 1),
             "minutes_by_source": {k: round(v / 60, 1) for k, v in sorted(seconds.items())},
             "curve": curve}
