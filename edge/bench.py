@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from nightear.array import ArraySettings, ArrayStage, plane_wave
@@ -38,14 +39,15 @@ from nightear.sources import WavSource, int16_to_float
 BLOCK_SECONDS = 0.1
 CHUNK_SECONDS = 10.0  # audio made, recorded and timed this much at a time: memory stays flat
 CONTEXT_SAMPLES = 64  # of the neighbouring chunks each chunk's plane wave sees
-WINDOW_STRIDE = 16  # frames between the baseline's windows
 SOURCE_BEARING_DEG = 60.0
 STARTUP_SNIPPET = """
 import numpy as np
+import msgspec
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
+from nightear.frontend import FrontendConfig
 from nightear.pipeline import Detector
-c = OnnxClassifier({model!r})
+c = OnnxClassifier({model!r}, msgspec.json.decode({frontend!r}, type=FrontendConfig))
 d = Detector(c, DecisionConfig())
 assert d.push(np.zeros(16000, np.float32)).scores
 """
@@ -168,15 +170,18 @@ def run(classifier: OnnxClassifier, audio: Callable[[], Iterator[np.ndarray]],
         "pipeline_windows_with_bearing": round(located / max(1, stages.scored), 3),
         "pipeline_without_array_real_time_factor": round(seconds / whole_mixed, 1),
         "peak_rss_mb_pipeline": round(rss_pipeline / 2**20, 1),
-        "startup_to_first_score_s": _startup(classifier.path),
+        "startup_to_first_score_s": _startup(classifier),
         "baseline": baseline.result(seconds),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**20, 1),
     }
 
 
-def _startup(model: Path) -> float:
+def _startup(classifier: OnnxClassifier) -> float:
+    """Seconds a fresh process takes from start to the first window scored."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", STARTUP_SNIPPET.format(model=str(model))],
+    snippet = STARTUP_SNIPPET.format(model=str(classifier.path),
+                                     frontend=msgspec.json.encode(classifier.info.frontend).decode())
+    subprocess.run([sys.executable, "-c", snippet],
                    capture_output=True, text=True, check=True)
     return round(time.perf_counter() - started, 3)
 
@@ -193,8 +198,10 @@ class _Baseline:
             return
         self.librosa = librosa
         fp32_path = classifier.path.with_name(classifier.path.stem + ".fp32.onnx")
-        self.model = OnnxClassifier(fp32_path) if fp32_path.is_file() else classifier
+        self.model = (OnnxClassifier(fp32_path, classifier.info.frontend) if fp32_path.is_file()
+                      else classifier)
         self.fe, self.window_frames = classifier.info.frontend, classifier.window_frames
+        self.stride = Detector(classifier, DecisionConfig()).windows.hop_frames  # as the daemon's
         self.samples = np.zeros(0, np.float32)  # not yet made into frames
         self.frames = np.zeros((self.fe.n_mels, 0), np.float32)  # not yet made into windows
         self.next_start = 0  # of the next window, in frames from the held frames' first
@@ -221,11 +228,11 @@ class _Baseline:
         self.feature_cpu += _cpu(lambda: logmel.append(self._log_mel(y)))
         self.samples = self.samples[n * fe.hop_length :]
         self.frames = np.concatenate((self.frames, logmel[0]), axis=1)
-        starts = range(self.next_start, self.frames.shape[1] - self.window_frames + 1, WINDOW_STRIDE)
+        starts = range(self.next_start, self.frames.shape[1] - self.window_frames + 1, self.stride)
         if len(starts):
             windows = np.stack([self.frames[:, s : s + self.window_frames] for s in starts])
             self.model_cpu += _cpu(lambda: self.model.score(windows))
-            self.next_start = starts[-1] + WINDOW_STRIDE
+            self.next_start = starts[-1] + self.stride
         self.frames = self.frames[:, self.next_start :]
         self.next_start = 0
 

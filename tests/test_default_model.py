@@ -36,7 +36,7 @@ def test_published_test_metrics_reproduce_from_the_shipped_file(
     pytest.importorskip("sklearn", reason="evaluation needs the 'train' extra")
     from nightear_training.data import load_clips, manifest_sha256
     from nightear_training.evaluate import audio_window_probs, clip_metrics
-    from nightear_training.features import EVAL_HOP_FRAMES
+    from nightear_training.features import eval_hop_frames
     from nightear_training.recipe import load_bank
 
     classifier = OnnxClassifier(model_path)
@@ -48,7 +48,7 @@ def test_published_test_metrics_reproduce_from_the_shipped_file(
     audio = load_bank(test, info.frontend)
     probs = np.array([audio_window_probs(classifier.score, audio[c.path], info.frontend,
                                          classifier.mel_basis, classifier.window_frames,
-                                         EVAL_HOP_FRAMES).mean() for c in test])
+                                         eval_hop_frames(info.frontend)).mean() for c in test])
     labels = np.array([int(c.is_drone) for c in test])
     measured = clip_metrics(probs, labels, [c.kind for c in test], info.threshold)
     published = metrics_for(model_path)["test"]["int8"]

@@ -35,7 +35,7 @@ from nightear_training.data import (
 from nightear_training.evaluate import accuracy_threshold, evaluate_model
 from nightear_training.export import export_onnx, model_metadata
 from nightear_training.quantize import quantize_int8
-from nightear_training.recipe import Recipe, clip_log_mels, load_bank, train_recipe
+from nightear_training.recipe import Recipe, clip_log_mels, field_sampler, load_bank, train_recipe
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
@@ -150,13 +150,9 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
 
 
 def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, mel_basis) -> np.ndarray:
-    """Half field-like sampled windows (faint, distant, mixed), half real training windows."""
-    from nightear_training.augment import FieldSampler
-
-    n = recipe.frontend.samples_for_frames(recipe.train.window_frames)
-    sampler = FieldSampler([audio[c.path] for c in train_clips if c.is_drone],
-                           [audio[c.path] for c in train_clips if not c.is_drone], n, recipe.augment,
-                           recipe.frontend.sample_rate, seed=recipe.train.seed + 1)
+    """Half windows drawn as training draws them (drones by make, backgrounds by pool), half
+    real training windows."""
+    sampler = field_sampler(recipe, train_clips, audio, seed=recipe.train.seed + 1)
     sampled, _ = SampledBatches(sampler, recipe.frontend, mel_basis)(recipe.train.seed + 2,
                                                                       CALIBRATION_WINDOWS // 2)
     rng = np.random.default_rng(recipe.train.seed)

@@ -32,7 +32,7 @@ from nightear_training.augment import (
     random_crop,
 )
 from nightear_training.data import EXCLUDED, Clip
-from nightear_training.features import EVAL_HOP_FRAMES, clip_windows, pad_to
+from nightear_training.features import clip_windows, eval_hop_frames, pad_to
 from nightear_training.quantize import agreement
 
 
@@ -158,7 +158,7 @@ def recall_curve(score: Scorer, drones: Sequence[np.ndarray], ambience: Sequence
         for drone in drones:
             bed = random_crop(ambience[rng.integers(len(ambience))], len(drone), rng)
             probs = audio_window_probs(score, place(drone, bed, condition), frontend, mel_basis,
-                                       window_frames, EVAL_HOP_FRAMES)
+                                       window_frames, eval_hop_frames(frontend))
             recalls.append(float((probs >= threshold).mean()))
         out[str(condition)] = round(float(np.mean(recalls)), 4)
     return out
@@ -217,7 +217,7 @@ def _scored(classifier: OnnxClassifier, clips: Sequence[Clip],
             audio: dict[Path, np.ndarray]) -> list[np.ndarray]:
     fe = classifier.info.frontend
     return [audio_window_probs(classifier.score, audio[c.path], fe, classifier.mel_basis,
-                               classifier.window_frames, EVAL_HOP_FRAMES) for c in clips]
+                               classifier.window_frames, eval_hop_frames(fe)) for c in clips]
 
 
 def split_report(int8: OnnxClassifier, fp32: OnnxClassifier, clips: Sequence[Clip],

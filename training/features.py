@@ -10,11 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from nightear.frontend import FrontendConfig
+from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.sources import WavSource
 from nightear_training.data import Clip
 
 WINDOW_FRAMES = 48  # frames per classifier window: 47 * 256 + 1024 samples = 0.816 s at 16 kHz
-EVAL_HOP_FRAMES = 16  # windows every 0.256 s, as the daemon scores them
+
+
+def eval_hop_frames(config: FrontendConfig) -> int:
+    """Frames between scored windows, as the daemon scores them (about every 0.25 s)."""
+    return max(1, round(DEFAULT_HOP_SECONDS * config.sample_rate / config.hop_length))
 
 
 def load_audio(clip: Clip, config: FrontendConfig) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch import nn
 
 from nightear.frontend import FrontendConfig, MelBasis, log_mel
 from nightear_training.augment import FieldSampler
-from nightear_training.features import EVAL_HOP_FRAMES, WINDOW_FRAMES, clip_windows
+from nightear_training.features import WINDOW_FRAMES, clip_windows
 from nightear_training.model import CHANNELS, DroneCNN
 
 Batch = tuple[np.ndarray, np.ndarray]  # (n, n_mels, frames) float32 dB, (n,) labels 0/1
@@ -85,9 +85,11 @@ def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) 
 
 def clip_probabilities(
     score_windows: Callable[[np.ndarray], np.ndarray],
-    features: Sequence[np.ndarray], window_frames: int, hop_frames: int = EVAL_HOP_FRAMES,
+    features: Sequence[np.ndarray], window_frames: int, hop_frames: int | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Mean window probability per clip, and each clip's window probabilities."""
+    """Mean window probability per clip, and each clip's window probabilities (windows every
+    `hop_frames`, by default a third of a window)."""
+    hop_frames = hop_frames or max(1, window_frames // 3)
     per_clip = [score_windows(clip_windows(f, window_frames, hop_frames)) for f in features]
     return np.array([p.mean() for p in per_clip]), per_clip
 
