@@ -29,8 +29,8 @@ class FrontendConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settings of the log-mel front-end; a model file carries the ones it was trained with."""
 
     sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=48000)] = 16000
-    n_fft: Annotated[int, msgspec.Meta(ge=64, le=8192)] = 1024
-    hop_length: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 256
+    n_fft: Annotated[int, msgspec.Meta(ge=64, le=8192)] = 512  # 32 ms
+    hop_length: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 160  # 10 ms
     n_mels: Annotated[int, msgspec.Meta(ge=8, le=256)] = 64
     fmin: Annotated[float, msgspec.Meta(ge=0.0)] = 30.0
     fmax: Annotated[float, msgspec.Meta(gt=0.0)] = 8000.0

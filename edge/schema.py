@@ -17,7 +17,7 @@ from nightear.errors import NightearError
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a longer event track is thinned to fit (see MAX_TRACK_POINTS)
-MAX_TRACK_POINTS = 1200  # 5 minutes of windows at 0.256 s
+MAX_TRACK_POINTS = 1200  # 5 minutes of windows at 0.25 s
 TOPIC_ROOT = "nightear"
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]  # MQTT-topic safe
 

@@ -21,7 +21,7 @@ from nightear_training.augment import array_recording
 from tests.conftest import FIXTURES, REPO, run_cli
 
 RATE = 16000
-WINDOW_S = 0.816
+WINDOW_S = 0.992
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_custom_coordinates_may_start_at_any_corner(drone: np.ndarray, night: np
 
 def test_a_recording_as_short_as_one_window_is_scored_with_the_array(tmp_path: Path) -> None:
     short = tmp_path / "short.wav"
-    sf.write(short, np.random.default_rng(0).standard_normal((13056, 4)) * 0.01, RATE)  # one window
+    sf.write(short, np.random.default_rng(0).standard_normal((15872, 4)) * 0.01, RATE)  # one window
     for extra in ([], ["--array", "respeaker-4mic"]):
         result = run_cli("detect", "--scores", *extra, str(short))
         assert result.returncode == 0, result.stderr

@@ -56,8 +56,8 @@ def test_mismatched_frontend_is_refused_naming_the_setting(model_path: Path) -> 
 
 
 def test_model_trained_on_other_settings_is_refused(model_path: Path, tmp_path: Path) -> None:
-    other = edited_copy(model_path, tmp_path / "other.onnx", hop_length="160")
-    with pytest.raises(ModelError, match=r"other\.onnx: .*hop_length=160 \(front-end has 256\)"):
+    other = edited_copy(model_path, tmp_path / "other.onnx", hop_length="128")
+    with pytest.raises(ModelError, match=r"other\.onnx: .*hop_length=128 \(front-end has 160\)"):
         OnnxClassifier(other)
 
 
@@ -96,7 +96,7 @@ def test_missing_and_non_onnx_files(tmp_path: Path) -> None:
 
 def flattening_copy(src: Path, dst: Path, declared: bool = True) -> Path:
     """A real ONNX model with the shipped model's metadata whose output is its input, flattened:
-    (batch, 3072) instead of one probability per window. With `declared` False the graph
+    (batch, 6208: 64 bands x 97 frames) instead of one probability per window. With `declared` False the graph
     reshapes to a shape it computes, so only a run shows the output's size."""
     from onnx import TensorProto, helper
 
@@ -110,8 +110,8 @@ def flattening_copy(src: Path, dst: Path, declared: bool = True) -> Path:
         helper.make_node("Reshape", ["logmel", "to"], ["flat"])]
     graph = helper.make_graph(
         nodes, "flatten",
-        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", 1, 64, 48])],
-        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", 3072 if declared else "n"])],
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", 1, 64, 97])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", 6208 if declared else "n"])],
         [] if declared else consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = shipped.ir_version
@@ -123,10 +123,10 @@ def flattening_copy(src: Path, dst: Path, declared: bool = True) -> Path:
 
 def test_a_model_with_another_output_shape_is_refused_at_load(model_path: Path, tmp_path: Path) -> None:
     wide = flattening_copy(model_path, tmp_path / "wide.onnx")
-    with pytest.raises(ModelError, match=r"wide\.onnx: output shape \[\['batch', 3072\]\] is not one "
+    with pytest.raises(ModelError, match=r"wide\.onnx: output shape \[\['batch', 6208\]\] is not one "
                                          r"drone probability per window"):
         OnnxClassifier(wide)
     hidden = flattening_copy(model_path, tmp_path / "hidden.onnx", declared=False)
-    with pytest.raises(ModelError, match=r"hidden\.onnx: output shape \[2, 3072\] for 2 windows of "
-                                         r"input shape \[2, 1, 64, 48\]"):
+    with pytest.raises(ModelError, match=r"hidden\.onnx: output shape \[2, 6208\] for 2 windows of "
+                                         r"input shape \[2, 1, 64, 97\]"):
         OnnxClassifier(hidden)

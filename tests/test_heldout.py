@@ -17,8 +17,10 @@ from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E4
 from nightear_training.evaluate import count_events  # noqa: E402
 from nightear_training.heldout import (  # noqa: E402
     FOLDS,
+    Fold,
     event_score,
     fainter,
+    fold_items,
     held_out,
     poisson_interval,
 )
@@ -39,6 +41,28 @@ def test_every_negative_is_held_out_once_and_outdoor_sources_go_whole(data_root:
     ambience = [c for c in clips if c.source == "ambience"]
     assert all(sum(c.path in p for p in held.values()) == 1 for c in ambience)
     assert min(sum(c.path in held[f.name] for c in ambience) for f in FOLDS) > 5  # spread over folds
+
+
+def test_streets_are_a_hard_negative_not_field_ambience_and_frogs_a_pool_of_their_own(
+        data_root: Path) -> None:
+    from nightear.frontend import librosa_mel_basis
+    from nightear_training.recipe import Recipe, load_bank
+
+    clips = load_clips(data_root, ALL_SOURCES)
+    picked = {k: next(c for c in clips if c.kind == k) for k in
+              ("ambience:urban:road", "ambience:nature:wind", "ambience:frog:green-frog")}
+    drone = next(c for c in clips if c.drone == "bebop" and c.split != EXCLUDED)
+    recipe = Recipe()
+    audio = load_bank([*picked.values(), drone], recipe.frontend)
+    items = fold_items(Fold("bebop", ("bebop",)), [*picked.values(), drone], audio, recipe,
+                       librosa_mel_basis(recipe.frontend))
+    seconds = {k: len(audio[c.path]) / RATE for k, c in picked.items()}
+    ambience = sum(s.seconds for s in items.streams)
+    assert ambience == pytest.approx(seconds["ambience:nature:wind"] + seconds["ambience:frog:green-frog"])
+    kinds = {k.name: k.seconds for k in items.kinds}
+    assert kinds["urban and machinery"] == pytest.approx(seconds["ambience:urban:road"])
+    assert kinds["frogs"] == pytest.approx(seconds["ambience:frog:green-frog"])
+    assert [picked[k].pool for k in picked] == ["ambience", "ambience", "animals"]
 
 
 def test_event_score_is_the_highest_threshold_that_opens_an_event() -> None:

@@ -47,7 +47,7 @@ def test_live_stream_scores_like_detect_on_the_same_audio(fake_mic, tmp_path: Pa
     offline = run_cli("detect", "--scores", str(EXAMPLE))
     live_scores = [json.loads(line) for line in live.stdout.splitlines()]
     file_scores = [json.loads(line) for line in offline.stdout.splitlines()][: len(live_scores)]
-    assert len(live_scores) == int((12 * 16000 - 13056) / 4096) + 1
+    assert len(live_scores) == int((12 * 16000 - 15872) / 4000) + 1
     assert [(s["t_s"], s["p"]) for s in live_scores] == [(s["t_s"], s["p"]) for s in file_scores]
     assert np.ptp([s["p"] for s in live_scores]) > 0.5  # the drone came and the scores moved
 
@@ -207,7 +207,8 @@ def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_
     write_asoundrc(tmp_path, fifo)
     prom = tmp_path / "nightear.prom"
     config = tmp_path / "stall.yaml"
-    config.write_text(f"audio:\n  stall_seconds: 2\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n")
+    config.write_text(f"audio:\n  stall_seconds: 2\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n"
+                      "decision:\n  threshold: 0.5\n")  # a service test: any drone-like second opens
     pipe_bytes = 60_000  # under the pipe's 64 kB: a write never blocks; 1.9 s of 16-bit audio
     drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16")[0].astype("<i2").tobytes()
     line = os.open(fifo, os.O_RDWR)
@@ -289,7 +290,8 @@ def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_
     env = fake_mic(four, channels=4)
     db = tmp_path / "events.db"
     config = tmp_path / "array.yaml"
-    config.write_text(f"array:\n  preset: respeaker-4mic\n  heading_deg: 90\nstore:\n  path: {db}\n")
+    config.write_text(f"array:\n  preset: respeaker-4mic\n  heading_deg: 90\nstore:\n  path: {db}\n"
+                      "decision:\n  threshold: 0.9\n")  # one event over the whole 4.5 s
     result = listen(env, "--config", str(config), "--duration", "4.5")
     assert result.returncode == 0, result.stderr
     assert "4 ch, 16000 Hz, array respeaker-4mic" in result.stderr
@@ -325,5 +327,5 @@ def test_listen_refuses_a_model_with_another_output_shape(fake_mic, tmp_path: Pa
     result = listen(env, "--model", str(wide), "--duration", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"nightear: error: {wide}: output shape [2, 3072] for 2 windows of input shape "
-        "[2, 1, 64, 48]: not one drone probability per window"]
+        f"nightear: error: {wide}: output shape [2, 6208] for 2 windows of input shape "
+        "[2, 1, 64, 97]: not one drone probability per window"]

@@ -66,7 +66,7 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     model = tmp_path / "models" / "nightear-drone.onnx"
     classifier = OnnxClassifier(model)  # loads: metadata matches the front-end
     info = classifier.info
-    assert info.name == "nightear-drone" and info.window_frames == 48
+    assert info.name == "nightear-drone" and info.window_frames == 97
     assert info.threshold == metrics["model"]["threshold"]
     assert json.loads(info.metadata["training_sources"]) == list(ALL_SOURCES)
     assert info.training_manifest_sha256 == metrics["model"]["training_manifest_sha256"]

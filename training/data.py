@@ -58,8 +58,8 @@ class Clip:
     @property
     def pool(self) -> str:
         """Which kind of background a negative is, for drawing negatives in balance."""
-        if self.source == AMBIENCE:
-            return "ambience"
+        if self.source == AMBIENCE:  # animals apart: toads' buzzing calls and crows score like a hum
+            return "animals" if self.kind.startswith(("ambience:animals:", "ambience:frog:")) else "ambience"
         if "helicopter" in self.kind:
             return "helicopter"
         if self.kind.startswith("esc50:"):

@@ -14,7 +14,7 @@ from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.sources import WavSource
 from nightear_training.data import Clip
 
-WINDOW_FRAMES = 48  # frames per classifier window: 47 * 256 + 1024 samples = 0.816 s at 16 kHz
+WINDOW_FRAMES = 97  # frames per classifier window: 96 * 160 + 512 samples = 0.992 s at 16 kHz
 
 
 def eval_hop_frames(config: FrontendConfig) -> int:

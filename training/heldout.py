@@ -309,6 +309,18 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
     }
 
 
+def low_rate_share(scores: Scores, rates: Sequence[float] = (1.0, 2.0, 4.0, 8.0)) -> float:
+    """Mean over drones of the share heard (as recorded, -10 and -20 dB), averaged over the
+    thresholds for `rates` false alarms per hour: the low-alarm end of the curve, steadier
+    than its single point at 1 per hour, which one or two ambience recordings decide."""
+    curve = false_alarms(scores)["curve"]
+    values = []
+    for rate in rates:
+        share = table(scores, threshold_for_rate(curve, rate))["mean_share_over_drones"]
+        values.append(np.mean([share["0"], share["-10"], share["-20"]]))
+    return round(float(np.mean(values)), 3)
+
+
 def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float) -> tuple[int, float]:
     """The epoch (and its threshold for the target rate) that hears most held-out drones:
     the mean over drones of the share heard as recorded, -10 and -20 dB."""

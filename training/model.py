@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CHANNELS = (24, 48, 64, 96)
+CHANNELS = (16, 32, 48, 64)
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:

@@ -1,9 +1,9 @@
 """The training recipe as one call, and the audio it reads.
 
 `train_recipe` turns a list of training clips into a model: field sampler over their audio,
-features through the edge front-end, early stopping on real validation clips. The default
-model, the k-fold models behind false alarms per hour and the leave-one-source-out models all
-come from it, so what is measured is the recipe that ships.
+features through the edge front-end, a fixed one-cycle schedule. The default model and the
+leave-one-drone-out models behind its held-out figures all come from it, so what is measured
+is the recipe that ships.
 """
 
 from __future__ import annotations
