@@ -22,6 +22,7 @@ from nightear_training.heldout import (  # noqa: E402
     fainter,
     fold_items,
     held_out,
+    low_rate_share,
     poisson_interval,
 )
 from tests.conftest import FIXTURES  # noqa: E402
@@ -111,3 +112,14 @@ def test_sampler_draws_each_drone_as_often_whatever_its_clip_count() -> None:
     sampler = FieldSampler({"toy": many, "outdoor": one}, bed, 4000)
     signs = [np.sign(sampler._drone(rng).mean()) for _ in range(400)]
     assert 0.4 < np.mean(np.array(signs) > 0) < 0.6
+
+
+def test_low_alarm_share_counts_drones_heard_over_the_ambience_tail() -> None:
+    rng = np.random.default_rng(0)
+    ambience = [("ambience", 3600.0, rng.uniform(0.0, 0.8, 14400))]  # an hour, never over 0.8
+    def scores(drone_score: float) -> dict[str, list]:  # type: ignore[type-arg]
+        return {"recordings": [(f"r{i}", d, lvl, drone_score) for i, d in enumerate(("a", "b"))
+                               for lvl in (0, -10, -20, -30)],
+                "streams": ambience, "kinds": [], "lab_clips": []}
+    assert low_rate_share(scores(0.99)) == 1.0  # every drone over every low-alarm threshold
+    assert low_rate_share(scores(0.6)) == 0.0  # drones inside the ambience's range: none heard
