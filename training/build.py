@@ -53,7 +53,7 @@ class BuildConfig:
     target_false_alarms_per_hour: float = 1.0
     heldout: bool = True  # leave one drone out; False: threshold from validation clips (quick)
     heldout_epochs: tuple[int, ...] = (6, 8, 10, 12, 14, 16)  # epochs of each run scored on held-out data
-    heldout_scores: Path | None = None  # pickle the raw out-of-fold scores here, for other thresholds
+    heldout_scores: Path | None = None  # pickle {epoch: raw out-of-fold scores} here, for other thresholds
     extra_clips: tuple[Clip, ...] = ()  # new field recordings (see data.load_folder)
 
 

@@ -11,9 +11,10 @@ exactly that, with models that never trained on what they are tested on:
 - each held-out drone recording as recorded, and 10, 20 and 30 dB fainter: the extra distance
   that spreading needs for that loss, with the air's absorption over it (a low-pass), mixed into
   held-out ambience 20 dB under the recording's own level;
-- helicopters and outdoor backgrounds per recording, held-out ambience (the ambience source,
-  the outdoor sites' backgrounds, ESC-50's outdoor soundscapes) joined into streams for false
-  alarms per hour with a Poisson 95% interval, and hard negatives per kind;
+- helicopters and outdoor backgrounds per recording, held-out ambience (the ambience source but
+  its streets and machinery, the outdoor sites' backgrounds, ESC-50's outdoor soundscapes)
+  joined into streams for false alarms per hour with a Poisson 95% interval, and hard
+  negatives per kind;
 - scored after several epochs of the same run, so epochs and threshold are chosen here and not
   on validation AUC of mostly indoor clips.
 """
@@ -356,7 +357,8 @@ def leave_one_drone_out(
 ) -> dict[str, object]:
     """Train one model per fold on every group but the fold's, score its held-out items after
     each of `epochs`; choose the epoch and threshold; return the figures at that choice and the
-    per-epoch summaries (`scores` holds the raw out-of-fold scores for other thresholds)."""
+    per-epoch summaries (`scores` holds every scored epoch's raw out-of-fold scores, by epoch,
+    for other thresholds)."""
     by_epoch: dict[int, list[Scores]] = {e: [] for e in epochs}
     trained: dict[str, int] = {}
     for fold, train_clips, items in fold_sets(recipe, clips, audio, mel_basis, folds):
@@ -385,5 +387,5 @@ def leave_one_drone_out(
         "folds": trained, "epochs_scored": list(merged), "chosen_epoch": epoch,
         "target_per_hour": target_per_hour, "threshold": round(threshold, 4),
         "at_threshold": table(merged[epoch], threshold), "false_alarm_curve": fa,
-        "by_epoch": summary, "scores": merged[epoch],
+        "by_epoch": summary, "scores": merged,
     }
