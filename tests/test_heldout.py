@@ -18,6 +18,7 @@ from nightear_training.evaluate import count_events  # noqa: E402
 from nightear_training.heldout import (  # noqa: E402
     FOLDS,
     Fold,
+    choose,
     event_score,
     fainter,
     fold_items,
@@ -123,3 +124,18 @@ def test_low_alarm_share_counts_drones_heard_over_the_ambience_tail() -> None:
                 "streams": ambience, "kinds": [], "lab_clips": []}
     assert low_rate_share(scores(0.99)) == 1.0  # every drone over every low-alarm threshold
     assert low_rate_share(scores(0.6)) == 0.0  # drones inside the ambience's range: none heard
+
+
+def test_epoch_is_chosen_on_the_low_alarm_end_not_on_one_point() -> None:
+    bursts = [0.995, 0.985, 0.975, 0.965, 0.955, 0.945, 0.935, 0.925]  # an hour: 8 loud moments
+    stream = np.concatenate([np.r_[np.zeros(100), np.full(20, b)] for b in bursts])
+    ambience = [("ambience", 3600.0, stream)]
+    def scores(faint: float) -> dict[str, list]:  # type: ignore[type-arg]
+        recordings = [(f"r{i}", d, lvl, 0.999 if lvl == 0 else faint)
+                      for i, d in enumerate(("a", "b")) for lvl in (0, -10, -20, -30)]
+        return {"recordings": recordings, "streams": ambience, "kinds": [], "lab_clips": []}
+    # at 1 alarm an hour (threshold 0.99) every epoch hears the same: the drones as recorded;
+    # only epoch 12 hears the fainter ones at the thresholds for 4 and 8 an hour
+    by_epoch = {8: scores(0.1), 12: scores(0.97), 16: scores(0.1)}
+    assert choose(by_epoch, 1.0) == (12, 0.99)
+    assert choose({8: scores(0.1), 12: scores(0.1)}, 1.0)[0] == 8  # a tie goes to the earlier
