@@ -37,7 +37,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     mask_bands: int = 8  # SpecAugment: up to this many mel bands masked per window
     mask_frames: int = 8  # and up to this many frames
-    focal_gamma: float = 0.0  # > 0: focal loss (measured: no better held out, see the README)
     window_frames: int = WINDOW_FRAMES
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     seed: int = 0
@@ -104,20 +103,6 @@ def torch_scorer(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     return score
 
 
-class FocalLoss(nn.Module):
-    """Binary cross-entropy with each window weighted by (1 - p_true) ** gamma (Lin et al.,
-    2017), so the many windows the model already gets right weigh less than the few that sound
-    like the other class (frogs, insects; faint drones)."""
-
-    def __init__(self, gamma: float):
-        super().__init__()
-        self.gamma = gamma
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        return ((1.0 - torch.exp(-bce)) ** self.gamma * bce).mean()
-
-
 def train(
     batches: Callable[[int, int], Batch],
     val_features: Sequence[np.ndarray], val_labels: np.ndarray,
@@ -138,7 +123,7 @@ def train(
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * config.batches_per_epoch)
-    loss_fn = FocalLoss(config.focal_gamma) if config.focal_gamma > 0 else nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss()
     history, best_auc = History(), -1.0
     with ThreadPoolExecutor(max_workers=1) as pool:
         for epoch in range(1, config.epochs + 1):
