@@ -310,13 +310,17 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
     }
 
 
-def low_rate_share(scores: Scores, rates: Sequence[float] = (1.0, 2.0, 4.0, 8.0)) -> float:
+LOW_ALARM_MULTIPLES = (1.0, 2.0, 4.0, 8.0)  # of the target rate: the low-alarm end of the curve
+
+
+def low_rate_share(scores: Scores, target_per_hour: float = 1.0) -> float:
     """Mean over drones of the share heard (as recorded, -10 and -20 dB), averaged over the
-    thresholds for `rates` false alarms per hour: the low-alarm end of the curve, steadier
-    than its single point at 1 per hour, which one or two ambience recordings decide."""
+    thresholds for 1, 2, 4 and 8 times `target_per_hour` false alarms per hour: the low-alarm
+    end of the curve, steadier than its single point, which one or two ambience recordings
+    decide."""
     curve = false_alarms(scores)["curve"]
     values = []
-    for rate in rates:
+    for rate in (target_per_hour * m for m in LOW_ALARM_MULTIPLES):
         share = table(scores, threshold_for_rate(curve, rate))["mean_share_over_drones"]
         values.append(np.mean([share["0"], share["-10"], share["-20"]]))
     return round(float(np.mean(values)), 3)
@@ -327,10 +331,9 @@ def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float) -> tuple[
     low-alarm share at 1, 2, 4 and 8 times the target rate: the target's point alone is decided
     by one or two ambience recordings), and its threshold for the target rate. Ties go to the
     earlier epoch."""
-    rates = tuple(target_per_hour * m for m in (1.0, 2.0, 4.0, 8.0))
     best = (-1.0, 0, 0.5)
     for epoch, scores in sorted(scores_by_epoch.items()):
-        value = low_rate_share(scores, rates)
+        value = low_rate_share(scores, target_per_hour)
         if value > best[0]:
             threshold = threshold_for_rate(false_alarms(scores)["curve"], target_per_hour)
             best = (value, epoch, threshold)
@@ -376,7 +379,6 @@ def leave_one_drone_out(
     merged = {e: merge(s) for e, s in by_epoch.items() if s}
     epoch, threshold = choose(merged, target_per_hour)
     fa = false_alarms(merged[epoch])
-    rates = tuple(target_per_hour * m for m in (1.0, 2.0, 4.0, 8.0))
     summary: dict[str, dict[str, object]] = {}
     for e, scores in merged.items():
         t = threshold_for_rate(false_alarms(scores)["curve"], target_per_hour)
@@ -384,7 +386,7 @@ def leave_one_drone_out(
         summary[str(e)] = {"threshold": row["threshold"], "pooled": row["pooled"],
                            "mean_share_over_drones": row["mean_share_over_drones"],
                            "helicopters": row["helicopters"], "ambience": row["ambience"],
-                           "low_alarm_share": low_rate_share(scores, rates)}
+                           "low_alarm_share": low_rate_share(scores, target_per_hour)}
         log(f"epoch {e}: threshold {t:.4f}, low-alarm share {summary[str(e)]['low_alarm_share']}, "
             f"heard {row['mean_share_over_drones']}, "
             f"helicopters {row['helicopters']}, ambience {row['ambience']}")
