@@ -29,10 +29,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from nightear.array import ArraySettings, ArrayStage, plane_wave
+from nightear.array import ArrayStage
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear.frontend import StreamingLogMel
+from nightear.geometry import ArraySettings, plane_wave
 from nightear.pipeline import Detector, DetectorOutput, FrameWindows, Pipeline
 from nightear.sources import WavSource, int16_to_float
 

@@ -11,11 +11,11 @@ from typing import Annotated
 
 import msgspec
 
-from nightear.array import ArrayGeometry, ArraySettings
 from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
 from nightear.fleet import FleetSettings
 from nightear.frontend import FrontendConfig
+from nightear.geometry import ArrayGeometry, ArraySettings
 from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.schema import UnitPosition
 from nightear.sinks.broker import MqttSettings

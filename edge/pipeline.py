@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import soxr
 
-from nightear.array import ArraySettings, ArrayStage, Bearing, ChannelMix
+from nightear.array import ArrayStage, Bearing, ChannelMix
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore
 from nightear.errors import AudioError
 from nightear.frontend import StreamingLogMel
+from nightear.geometry import ArraySettings
 
 Locator = Callable[[float, float], Bearing | None]
 

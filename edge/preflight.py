@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nightear.array import ArrayGeometry
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.errors import AudioError, ConfigError, ModelError, NightearError
 from nightear.frontend import log_mel
+from nightear.geometry import ArrayGeometry
 from nightear.pipeline import Pipeline
 
 PROBE_PREFIX = ".nightear-check-"  # the probe file's name: hidden, and nightear's own

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from nightear.array import PRESETS, ArraySettings, ArrayStage, plane_wave
+from nightear.array import ArrayStage
 from nightear.config import load_settings
 from nightear.errors import ConfigError
+from nightear.geometry import PRESETS, ArraySettings, plane_wave
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
 from nightear.sources import WavSource
 from nightear_training.augment import array_recording

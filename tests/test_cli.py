@@ -145,8 +145,10 @@ def test_info_prints_the_model_contract() -> None:
     result = run_cli("info")
     assert result.returncode == 0
     info = json.loads(result.stdout)
-    assert info["model_name"] == "nightear-drone" and info["model_version"] == "3.0.0"
-    assert (info["n_mels"], info["sample_rate"], info["threshold"]) == (64, 16000, 0.995)
+    built = json.loads((Path(__file__).resolve().parent.parent / "models"
+                        / "nightear-drone.metrics.json").read_text())["model"]  # what the card says
+    assert info["model_name"] == "nightear-drone" and info["model_version"] == built["version"]
+    assert (info["n_mels"], info["sample_rate"], info["threshold"]) == (64, 16000, built["threshold"])
     assert info["labels"] == ["background", "drone"] and isinstance(info["fmin"], float)
     assert info["window_seconds"] == 0.992  # 97 frames: (97 - 1) * 160 + 512 samples at 16 kHz
     assert len(info["sha256"]) == 64 and "mel_basis" not in info

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nightear.array import PRESETS, SPEED_OF_SOUND, ArraySettings
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.decision import DecisionConfig, DroneEvent
 from nightear.fleet import Fleet, FleetSettings, FleetStore
 from nightear.frontend import FrontendConfig
+from nightear.geometry import PRESETS, SPEED_OF_SOUND, ArraySettings
 from nightear.pipeline import Pipeline
 from nightear.position import Fix, FixRefused, Sighting, from_local, locate, to_local, track
 from nightear.schema import UnitPosition

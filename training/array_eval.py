@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nightear.array import PRESETS, ArrayGeometry, ArraySettings
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
+from nightear.geometry import PRESETS, ArrayGeometry, ArraySettings
 from nightear.pipeline import Pipeline
 from nightear_training.augment import Scene, ambience_at, array_recording, rms_db
 

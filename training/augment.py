@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from nightear.array import ArrayGeometry, plane_wave
+from nightear.geometry import ArrayGeometry, plane_wave
 
 SAMPLE_RATE = 16000
 REFERENCE_DISTANCE_M = 1.0
