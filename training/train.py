@@ -37,7 +37,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     mask_bands: int = 8  # SpecAugment: up to this many mel bands masked per window
     mask_frames: int = 8  # and up to this many frames
-    response_db: float = 0.0  # a microphone's response: a smooth random curve over the bands, +-dB
     window_frames: int = WINDOW_FRAMES
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     seed: int = 0
@@ -70,15 +69,9 @@ class SampledBatches:
 
 
 def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
-    """One band and one time span per window set to the window's floor (SpecAugment), after
-    an unknown microphone's response (`response_db`: three random cosines over the bands)."""
+    """One band and one time span per window set to the window's floor (SpecAugment)."""
     out = batch.copy()
     n, n_mels, n_frames = batch.shape
-    if config.response_db > 0:
-        bands = np.linspace(0.0, np.pi, n_mels)[None, :, None]
-        for k in (1, 2, 3):
-            amp = rng.uniform(-1.0, 1.0, (n, 1, 1)) * config.response_db / 3
-            out += (amp * np.cos(k * bands + rng.uniform(0, 2 * np.pi, (n, 1, 1)))).astype(out.dtype)
     floor = out.min(axis=(1, 2))
     for i in range(n):
         b = rng.integers(0, config.mask_bands + 1)
