@@ -202,7 +202,7 @@ def test_an_event_open_when_the_file_breaks_off_is_reported_before_the_error(tmp
     cut = tmp_path / "cut.flac"  # the FLAC breaks off at about 10 s, mid-pass (6-11 s)
     data = example.read_bytes()
     cut.write_bytes(data[: int(len(data) * 10.6 / 18)])
-    result = run_cli("detect", str(cut), DRONE)
+    result = run_cli("detect", "--threshold", PIPELINE_THRESHOLD, str(cut), DRONE)
     assert_user_error(result, f"{cut}: unreadable at 10.0 s")
     first, second = events(result.stdout)
     assert first["file"] == str(cut) and second["file"] == DRONE

@@ -14,17 +14,19 @@ from nightear.decision import DecisionConfig  # noqa: E402
 from nightear.sources import WavSource  # noqa: E402
 from nightear_training.augment import FieldSampler, rms_db  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
-from nightear_training.evaluate import count_events  # noqa: E402
+from nightear_training.evaluate import count_events, threshold_for_rate  # noqa: E402
 from nightear_training.heldout import (  # noqa: E402
     FOLDS,
     Fold,
     choose,
     event_score,
     fainter,
+    false_alarms,
     fold_items,
     held_out,
     low_rate_share,
     poisson_interval,
+    table,
 )
 from tests.conftest import FIXTURES  # noqa: E402
 
@@ -139,3 +141,15 @@ def test_epoch_is_chosen_on_the_low_alarm_end_not_on_one_point() -> None:
     by_epoch = {8: scores(0.1), 12: scores(0.97), 16: scores(0.1)}
     assert choose(by_epoch, 1.0) == (12, 0.99)
     assert choose({8: scores(0.1), 12: scores(0.1)}, 1.0)[0] == 8  # a tie goes to the earlier
+
+
+def test_the_threshold_resolves_the_top_of_the_curve() -> None:
+    # 87 minutes of ambience with two loud moments, 0.9994 and 0.998: one alarm is allowed at
+    # 1 an hour, so the threshold goes just over the second, and a drone at 0.9988 is heard
+    stream = np.concatenate([np.zeros(10000), np.full(8, 0.9994), np.zeros(10000),
+                             np.full(8, 0.998), np.zeros(880)])
+    scores = {"recordings": [("r", "a", lvl, 0.9988) for lvl in (0, -10, -20, -30)],
+              "streams": [("ambience", 87 * 60.0, stream)], "kinds": [], "lab_clips": []}
+    threshold = threshold_for_rate(false_alarms(scores)["curve"], 1.0)
+    assert 0.998 < threshold < 0.9988
+    assert table(scores, threshold)["pooled"]["0"] == {"heard": 1, "of": 1}

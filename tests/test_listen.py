@@ -52,9 +52,11 @@ def test_live_stream_scores_like_detect_on_the_same_audio(fake_mic, tmp_path: Pa
     assert np.ptp([s["p"] for s in live_scores]) > 0.5  # the drone came and the scores moved
 
 
-def test_live_events_open_then_close_with_utc_times(fake_mic) -> None:  # type: ignore[no-untyped-def]
+def test_live_events_open_then_close_with_utc_times(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
-    result = listen(env, "--duration", "4.5")
+    config = tmp_path / "clears.yaml"  # a threshold the fixture clears from its first window
+    config.write_text("decision:\n  threshold: 0.9\n")  # (as tests/test_cli.py's pipeline tests)
+    result = listen(env, "--config", str(config), "--duration", "4.5")
     assert result.returncode == 0, result.stderr
     opened, closed = (json.loads(line) for line in result.stdout.splitlines())
     assert (opened["event"], closed["event"]) == ("open", "close")

@@ -39,7 +39,7 @@ from nightear_training.recipe import Recipe, clip_log_mels, field_sampler, load_
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "3.0.0"
+MODEL_VERSION = "3.1.0"
 CALIBRATION_WINDOWS = 512
 @dataclass(frozen=True)
 class BuildConfig:
@@ -95,7 +95,7 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
 
             config.heldout_scores.write_bytes(pickle.dumps(raw))
         stop, threshold = int(heldout["chosen_epoch"]), float(heldout["threshold"])
-        log(f"held out: epoch {stop}, threshold {threshold:.4f} for <= "
+        log(f"held out: epoch {stop}, threshold {threshold:.5f} for <= "
             f"{config.target_false_alarms_per_hour} false alarms per hour of ambience")
     else:
         stop, threshold = recipe.train.epochs, 0.5
@@ -123,7 +123,7 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
 
     metrics: dict[str, object] = {
         "model": {"name": config.name, "version": config.version, "file": int8_path.name,
-                  "bytes": int8_path.stat().st_size, "threshold": round(threshold, 4),
+                  "bytes": int8_path.stat().st_size, "threshold": round(threshold, 5),
                   "training_manifest_sha256": metadata["training_manifest_sha256"],
                   "sources": list(config.sources)},
         "split": split_summary(clips),

@@ -118,7 +118,7 @@ def count_events(stream_probs: Sequence[np.ndarray], threshold: float,
 def false_alarm_curve(stream_probs: Sequence[np.ndarray], hours: float, thresholds: Sequence[float],
                       decision: DecisionConfig = DecisionConfig()) -> list[dict[str, float]]:
     """Events per hour of background at each threshold."""
-    return [{"threshold": round(float(t), 4),
+    return [{"threshold": round(float(t), 5),
              "events": (n := count_events(stream_probs, float(t), decision)),
              "per_hour": round(n / hours, 3)} for t in thresholds]
 
