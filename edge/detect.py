@@ -56,8 +56,6 @@ def detect_files(paths: Sequence[str], classifier: OnnxClassifier, decision: Dec
     return ok
 
 
-
-
 def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress) -> None:
     """Events of one file; audio that ends badly (truncated, undecodable, non-finite) still
     closes the open event at its last good sample and reports it before the error."""
@@ -98,6 +96,7 @@ def _event_json(name: str, event: DroneEvent, pipeline: Pipeline) -> dict[str, o
 
 
 def emit(obj: dict[str, object]) -> None:
+    """One JSON line on stdout, flushed: a reader piping events sees each at once."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
