@@ -4,6 +4,7 @@ way (features through the edge front-end, training, ONNX export with metadata, I
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,25 @@ def test_array_evaluation_of_the_shipped_model_writes_its_report(data_root: Path
     assert report["drone_passes"] == 2 and report["night_clips"] > 0
     assert report["bearing_error_vs_snr_db"]["respeaker-4mic"]["20"]["median_deg"] <= 5.0
     assert "Bearing error" in (tmp_path / "nightear-drone.array.md").read_text()
+
+
+def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> None:
+    from nightear_training.train import torch_scorer, train
+
+    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # a drone: a loud band
+        rng = np.random.default_rng(seed)
+        labels = np.arange(size) % 2
+        x = rng.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+        x[labels == 1, 20:24, :] += 40.0
+        return x, labels
+
+    seen = []
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, ema_decay=0.9)
+    model, _ = train(batches, [], np.zeros(0), config, log=lambda _: None,
+                     on_epoch=lambda epoch, m: seen.append(m))
+    assert seen[-1] is model  # held-out runs score the very weights that ship
+    x, y = batches(99, 32)
+    p = torch_scorer(model)(x)
+    assert p[y == 1].min() > p[y == 0].max()  # the averaged weights still tell the two apart
+    plain, _ = train(batches, [], np.zeros(0), replace(config, ema_decay=0.0), log=lambda _: None)
+    assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's

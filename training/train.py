@@ -7,6 +7,7 @@ are validation clips, still prints every epoch so a notebook or a terminal shows
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ class TrainConfig:
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     seed: int = 0
     threads: int = 2
+    ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
 
 
 @dataclass
@@ -109,7 +111,8 @@ def train(
     config: TrainConfig = TrainConfig(), log: Callable[[str], None] = print,
     on_epoch: Callable[[int, DroneCNN], None] | None = None,
 ) -> tuple[DroneCNN, History]:
-    """Train a DroneCNN on `batches(seed, size)`; returns the model after the last epoch and
+    """Train a DroneCNN on `batches(seed, size)`; returns the model after the last epoch (with
+    `ema_decay`, the moving average of its weights over the steps: what is scored too) and
     the history (`best_epoch`: the epoch of the best validation AUC, for information).
     `on_epoch(epoch, model)` sees the model after each epoch, e.g. to score held-out data.
     The next batch is drawn in a thread while the network trains."""
@@ -125,14 +128,16 @@ def train(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * config.batches_per_epoch)
     loss_fn = nn.BCEWithLogitsLoss()
     history, best_auc = History(), -1.0
+    ema = copy.deepcopy(model) if config.ema_decay > 0 else None
+    scored = ema if ema is not None else model
     with ThreadPoolExecutor(max_workers=1) as pool:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            loss = _train_epoch(model, optimiser, schedule, loss_fn, batches, pool, config, rng)
+            loss = _train_epoch(model, optimiser, schedule, loss_fn, batches, pool, config, rng, ema)
             history.train_loss.append(loss)
             line = f"epoch {epoch:3d}/{config.epochs}  loss {loss:.4f}"
             if len(val_features) and 0 < val_labels.sum() < len(val_labels):
-                probs, _ = clip_probabilities(torch_scorer(model), val_features, config.window_frames)
+                probs, _ = clip_probabilities(torch_scorer(scored), val_features, config.window_frames)
                 auc = float(roc_auc_score(val_labels, probs))
                 accuracy = float(((probs >= 0.5) == val_labels).mean())
                 history.val_auc.append(auc)
@@ -143,19 +148,19 @@ def train(
             history.seconds.append(time.perf_counter() - started)
             log(f"{line}  {history.seconds[-1]:5.1f} s")
             if on_epoch is not None:
-                on_epoch(epoch, model)
+                on_epoch(epoch, scored)
                 model.train()
             if config.stop_after is not None and epoch >= config.stop_after:
                 break
-    model.eval()
-    return model, history
+    scored.eval()
+    return scored, history
 
 
 def _train_epoch(
     model: DroneCNN, optimiser: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
     batches: Callable[[int, int], Batch], pool: ThreadPoolExecutor, config: TrainConfig,
-    rng: np.random.Generator,
+    rng: np.random.Generator, ema: DroneCNN | None = None,
 ) -> float:
     model.train()
     seeds = rng.integers(2**62, size=config.batches_per_epoch)
@@ -172,5 +177,12 @@ def _train_epoch(
         loss.backward()
         optimiser.step()
         schedule.step()
+        if ema is not None:  # BatchNorm's running statistics are averaged alike
+            with torch.no_grad():
+                for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+                    if e.dtype.is_floating_point:
+                        e.mul_(config.ema_decay).add_(m, alpha=1.0 - config.ema_decay)
+                    else:
+                        e.copy_(m)
         total += float(loss.detach())
     return total / config.batches_per_epoch
