@@ -61,9 +61,8 @@ HARD_NEGATIVES = {  # kind of sound -> the data's kinds that hold it
     "frogs": ("esc50:frog", "ambience:animals:frog", "ambience:frog:"),
     "urban and machinery": NOT_FIELD_AMBIENCE,
 }
-# The operating point lives where probabilities crowd towards 1: steps of 0.001 near 0.999 are 0.7
-# on the logit scale, so one grid step decided between one ambience event and a missed drone.
-# Above 0.99 the grid is even in logit (0.2 apart, 0.99 to 0.9999).
+# Above 0.99 the grid is even in logit (0.2 apart, to 0.9999): steps of 0.001 near 0.999 are 0.7
+# in logit, and one such step decided between an ambience event and a missed drone.
 THRESHOLDS = np.unique(np.round(np.concatenate((
     np.linspace(0.5, 0.9, 9), np.linspace(0.91, 0.98, 8),
     1.0 / (1.0 + np.exp(-np.linspace(np.log(99.0), np.log(9999.0), 24))))), 5))
