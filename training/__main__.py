@@ -1,6 +1,6 @@
-"""`python -m nightear_training build-default | evaluate | array-eval | split | fetch-data`:
-rebuild the shipped model, measure a model file (alone, or behind each microphone array), show
-the grouped split, or download the public recordings."""
+"""`python -m nightear_training build-default | requantize | evaluate | array-eval | split |
+fetch-data`: rebuild the shipped model (or only its INT8 file), measure a model file (alone, or
+behind each microphone array), show the grouped split, or download the public recordings."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the leave-one-drone-out models (quick: threshold from validation clips)")
     b.add_argument("--heldout-scores", type=Path, help="also pickle the raw held-out scores here")
     b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
+    q = sub.add_parser("requantize", help="quantize --out's FP32 model again and remeasure its INT8 file")
+    q.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
+    q.add_argument("--data", type=Path)
     e = sub.add_parser("evaluate", help="measure a model file on the test split (and a folder)")
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--data", type=Path)
@@ -70,6 +73,11 @@ def _run(args: argparse.Namespace) -> int:
         from nightear_training.array_eval import evaluate_array
 
         evaluate_array(args.model, args.data, args.out, args.max_passes)
+        return 0
+    if args.command == "requantize":
+        from nightear_training.build import BuildConfig, requantize
+
+        requantize(BuildConfig(out_dir=args.out, data_root=args.data))
         return 0
     extra = tuple(load_folder(args.folder)) if args.folder else ()
     if args.command == "evaluate":

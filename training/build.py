@@ -149,6 +149,25 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
     return metrics
 
 
+def requantize(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = print) -> dict[str, object]:
+    """Quantize a built model's FP32 file again, as `build` does (same calibration windows), and
+    remeasure what depends on the INT8 file; training and held-out figures stay as they are."""
+    base = config.out_dir / config.name
+    fp32_path, int8_path = base.with_name(f"{config.name}.fp32.onnx"), base.with_suffix(".onnx")
+    metrics = json.loads(base.with_suffix(".metrics.json").read_text())
+    clips = load_clips(config.data_root, config.sources)
+    audio = load_bank(clips, config.recipe.frontend)
+    train_clips = [c for c in clips if c.split == "train"]
+    quantize_int8(fp32_path, int8_path, _calibration_windows(
+        config.recipe, train_clips, audio, librosa_mel_basis(config.recipe.frontend)))
+    metrics["model"]["bytes"] = int8_path.stat().st_size
+    metrics.update(evaluate_model(OnnxClassifier(int8_path), OnnxClassifier(fp32_path), clips, audio,
+                                  log=log))
+    _write(config, metrics)
+    log(f"requantized {int8_path} ({int8_path.stat().st_size:,} bytes) and rewrote its card and report")
+    return metrics
+
+
 def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, mel_basis) -> np.ndarray:
     """Half windows drawn as training draws them (drones by make, backgrounds by pool), half
     real training windows."""
