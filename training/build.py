@@ -161,6 +161,7 @@ def requantize(config: BuildConfig = BuildConfig(), log: Callable[[str], None] =
     quantize_int8(fp32_path, int8_path, _calibration_windows(
         config.recipe, train_clips, audio, librosa_mel_basis(config.recipe.frontend)))
     metrics["model"]["bytes"] = int8_path.stat().st_size
+    metrics["requantized"] = _machine()
     metrics.update(evaluate_model(OnnxClassifier(int8_path), OnnxClassifier(fp32_path), clips, audio,
                                   log=log))
     _write(config, metrics)

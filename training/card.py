@@ -220,10 +220,14 @@ def render(metrics: dict[str, Any]) -> str:
     lines = [
         f"# {model['name']} {model['version']}", "",
         f"Binary drone / background classifier over {_frontend_text(training['recipe'])}, a "
-        f"{len(training['recipe']['train']['channels'])}-block CNN, static INT8 (QDQ, per-channel weights). "
-        f"File `{model['file']}`, {model['bytes']:,} bytes; decision threshold {model['threshold']}. "
-        "Written by `python -m nightear_training build-default`; every figure here comes from that "
-        f"run's `{model['name']}.metrics.json`; curves in `{model['name']}.report.md`.", "",
+        f"{len(training['recipe']['train']['channels'])}-block CNN, static INT8 (QDQ, per-channel "
+        f"7-bit weights). File `{model['file']}`, {model['bytes']:,} bytes; decision threshold "
+        f"{model['threshold']}. Written by `python -m nightear_training build-default`"
+        + (f" and requantized by `requantize` ({metrics['requantized']['cpus']} CPUs, "
+           f"{metrics['requantized']['platform']}: the test-split, field and INT8 figures are "
+           "from that run)" if "requantized" in metrics else "")
+        + f"; every figure here comes from `{model['name']}.metrics.json`; curves in "
+        f"`{model['name']}.report.md`.", "",
         "## Data", sources, "",
         _recipe_text(training["recipe"]["augment"]),
         "Grouped split, no recording on two sides (see `datasets.md`). Training manifest sha256 "
