@@ -75,3 +75,18 @@ def test_the_int8_file_scores_the_example_as_its_fp32_model_does(model_path: Pat
     int8, fp32 = logits(model_path), logits(model_path.with_name(model_path.stem + ".fp32.onnx"))
     assert fp32.max() > 5.0  # the pass is there to be heard
     assert np.abs(int8 - fp32)[fp32 > 0].max() < 0.5
+
+
+def test_requantize_reproduces_the_shipped_int8_file(model_path: Path, data_root: Path,
+                                                     tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="requantizing needs the 'train' extra")
+    import shutil
+
+    from nightear_training.__main__ import main
+
+    for suffix in (".fp32.onnx", ".metrics.json"):
+        shutil.copy(model_path.with_name(model_path.stem + suffix), tmp_path)
+    assert main(["requantize", "--out", str(tmp_path), "--data", str(data_root)]) == 0
+    assert (tmp_path / model_path.name).read_bytes() == model_path.read_bytes()
+    card = (tmp_path / (model_path.stem + ".card.md")).read_text()
+    assert "7-bit weights" in card and "requantized by `requantize`" in card
