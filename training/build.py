@@ -153,8 +153,8 @@ def requantize(config: BuildConfig = BuildConfig(), log: Callable[[str], None] =
     """Quantize a built model's FP32 file again, as `build` does (same calibration windows), and
     remeasure what depends on the INT8 file; training and held-out figures stay as they are."""
     base = config.out_dir / config.name
-    fp32_path, int8_path = base.with_name(f"{config.name}.fp32.onnx"), base.with_suffix(".onnx")
-    metrics = json.loads(base.with_suffix(".metrics.json").read_text())
+    fp32_path, int8_path = Path(f"{base}.fp32.onnx"), Path(f"{base}.onnx")  # as `build` names them
+    metrics = json.loads(Path(f"{base}.metrics.json").read_text())
     clips = load_clips(config.data_root, config.sources)
     audio = load_bank(clips, config.recipe.frontend)
     train_clips = [c for c in clips if c.split == "train"]

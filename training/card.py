@@ -217,16 +217,16 @@ def render(metrics: dict[str, Any]) -> str:
     machine = metrics["machine"]
     agree = test["int8_vs_fp32_windows"]
     sources = "\n".join(f"- `{s}`: {SOURCE_NOTES.get(s, s)}" for s in model["sources"])
+    requantized = (f" and requantized by `requantize` ({metrics['requantized']['cpus']} CPUs, "
+                   f"{metrics['requantized']['platform']}: the test-split, field and INT8 figures "
+                   "are from that run)") if "requantized" in metrics else ""
     lines = [
         f"# {model['name']} {model['version']}", "",
         f"Binary drone / background classifier over {_frontend_text(training['recipe'])}, a "
         f"{len(training['recipe']['train']['channels'])}-block CNN, static INT8 (QDQ, per-channel "
         f"7-bit weights). File `{model['file']}`, {model['bytes']:,} bytes; decision threshold "
-        f"{model['threshold']}. Written by `python -m nightear_training build-default`"
-        + (f" and requantized by `requantize` ({metrics['requantized']['cpus']} CPUs, "
-           f"{metrics['requantized']['platform']}: the test-split, field and INT8 figures are "
-           "from that run)" if "requantized" in metrics else "")
-        + f"; every figure here comes from `{model['name']}.metrics.json`; curves in "
+        f"{model['threshold']}. Written by `python -m nightear_training build-default`{requantized}"
+        f"; every figure here comes from `{model['name']}.metrics.json`; curves in "
         f"`{model['name']}.report.md`.", "",
         "## Data", sources, "",
         _recipe_text(training["recipe"]["augment"]),
