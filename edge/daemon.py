@@ -33,7 +33,7 @@ import numpy as np
 
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
-from nightear.decision import DroneEvent, EventChange
+from nightear.decision import DroneEvent, EventChange, mismatch
 from nightear.errors import AudioError, NightearError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.clips import AudioHistory, ClipWriter, clip_name
@@ -76,6 +76,8 @@ class Listener:
         self._window_s = 0.0
         self.low_freq = LowFrequencyMeter(classifier.info.frontend.sample_rate)
         self.mqtt = self._forwarder(config_folder)
+        if note := mismatch(settings.decision, classifier.info.metadata.get("decision")):
+            log(f"nightear: warning: {note}")
 
     def _forwarder(self, config_folder: Path | None) -> EventForwarder | None:
         """The MQTT sink, sending from the store (so it needs one), when brokers are configured."""

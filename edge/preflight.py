@@ -21,6 +21,7 @@ import numpy as np
 
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
+from nightear.decision import mismatch
 from nightear.errors import AudioError, ConfigError, ModelError, NightearError
 from nightear.frontend import log_mel
 from nightear.geometry import ArrayGeometry
@@ -56,8 +57,14 @@ def check(settings: Settings, load: Callable[[], OnnxClassifier], say: Callable[
                 f"silence scores {p:.3f}")
 
     geometry = settings.geometry
-    if attempt("model", model) and geometry is not None:
-        attempt("array", lambda: probe_array(settings, geometry, loaded[0]))
+    if attempt("model", model):
+        chosen_for = loaded[0].info.metadata.get("decision")
+        if note := mismatch(settings.decision, chosen_for):
+            say(f"decision: warning: {note}")
+        elif chosen_for:
+            say(f"decision: ok (as the model's threshold was chosen: {chosen_for})")
+        if geometry is not None:
+            attempt("array", lambda: probe_array(settings, geometry, loaded[0]))
     if settings.store.path:
         attempt("store", lambda: probe_store(settings.store.path or ""))
     if settings.clips.folder:

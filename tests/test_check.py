@@ -45,10 +45,22 @@ def test_check_tries_store_clips_and_metrics_and_leaves_nothing_behind(home: Pat
     result = check(home, "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines()] == \
-        ["config", "model", "store", "clips", "metrics", "audio device"]
-    assert "silence scores 0." in result.stdout
+        ["config", "model", "decision", "store", "clips", "metrics", "audio device"]
+    assert "silence scores 0." in result.stdout and "decision: ok" in result.stdout
     assert sorted(p.name for p in data.iterdir()) == ["clips", "events.db", "metrics"]
     assert list((data / "clips").iterdir()) == [] and list((data / "metrics").iterdir()) == []
+
+
+def test_check_warns_when_the_config_smooths_otherwise_than_the_threshold_was_chosen_for(
+        home: Path) -> None:
+    config = home / "old.yaml"
+    config.write_text("decision:\n  smooth_windows: 1\n  open_windows: 2\n")  # a 3.1.0-era config
+    result = check(home, "--config", str(config))
+    assert result.returncode == 0, result.stderr  # the operator's choice: a warning, not a refusal
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("decision:")]
+    assert line.startswith("decision: warning: decision.open_windows is 2, the model's threshold was "
+                           "chosen for 1; decision.smooth_windows is 1, the model's threshold was "
+                           "chosen for 8")
 
 
 def test_check_names_each_folder_the_service_cannot_write(home: Path) -> None:

@@ -146,7 +146,8 @@ def test_event_times_are_capture_times_across_a_pause_and_dropped_audio(tmp_path
     db = tmp_path / "events.db"
     config = tmp_path / "paced.yaml"
     config.write_text(f"audio:\n  buffer_seconds: 1\n  stall_seconds: 30\nstore:\n  path: {db}\n"
-                      "decision:\n  threshold: 0.9\n")
+                      # no mean: the event opens (and the store blocks the loop) early in drone A
+                      "decision:\n  threshold: 0.9\n  smooth_windows: 1\n  open_windows: 2\n")
     drone = sf.read(DRONE, dtype="int16")[0][: 4 * 16000]
     night = sf.read(FIXTURES / "night_background_16k.flac", dtype="int16")[0]
     plan = [("night", night[:16000]), ("pause", 3.0), ("A", drone), ("night", night[: 2 * 16000]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore
+from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore, mismatch
 
 HOP_S, WINDOW_S = 0.25, 0.8
 
@@ -55,7 +55,9 @@ def test_smoothing_ignores_an_isolated_spike_but_follows_a_sustained_rise() -> N
     changes = run([0.1, 0.7, 0.7, 0.7, 0.1, 0.1, 0.1, 0.1], smooth_windows=2, open_windows=1,
                   close_windows=2)
     assert [c.kind for c in changes] == ["open", "close"]
-    assert changes[0].event.start_s == 2 * HOP_S  # the first window whose smoothed p is over
+    opened = changes[0].event
+    assert opened.end_s == 2 * HOP_S + WINDOW_S  # alerted on the first window whose smoothed p is over
+    assert opened.start_s == 1 * HOP_S  # from where the drone was first heard
 
 
 def test_smoothing_delays_the_alert_but_never_stretches_the_event() -> None:
@@ -69,7 +71,7 @@ def test_smoothing_delays_the_alert_but_never_stretches_the_event() -> None:
 def test_an_event_bearing_is_the_circular_mean_of_its_windows_across_north() -> None:
     from nightear.array import Bearing
 
-    tracker = EventTracker(DecisionConfig(open_windows=2, close_windows=2), threshold=0.5)
+    tracker = EventTracker(DecisionConfig(smooth_windows=1, open_windows=2, close_windows=2), threshold=0.5)
     windows = [(0.9, 356.0), (0.9, 2.0), (0.95, 6.0), (0.2, 180.0), (0.1, 180.0)]  # then it fades
     changes: list[EventChange] = []
     for i, (p, bearing) in enumerate(windows):
@@ -86,3 +88,27 @@ def test_an_event_bearing_is_the_circular_mean_of_its_windows_across_north() -> 
 def test_without_an_array_events_have_no_bearing() -> None:
     (closed,) = [c.event for c in run([0.9, 0.9, 0.1, 0.1, 0.1, 0.1]) if c.kind == "close"]
     assert closed.bearing_deg is None and closed.track == ()
+
+
+def test_the_default_two_second_mean_ignores_a_burst_and_hears_a_pass() -> None:
+    def events(probs: list[float]) -> list[EventChange]:
+        tracker, out = EventTracker(DecisionConfig(), threshold=0.5), []
+        for i, p in enumerate(probs):
+            out += tracker.push(WindowScore(i * HOP_S, i * HOP_S + WINDOW_S, p))
+        return out + tracker.flush()
+
+    quiet = [0.1] * 8
+    assert events(quiet + [0.99, 0.99, 0.99] + quiet) == []  # 0.75 s of a toad's buzz
+    opened, closed = (c.event for c in events(quiet + [0.9] * 12 + quiet))
+    assert 8 * HOP_S < opened.end_s - WINDOW_S <= 12 * HOP_S  # a 3-s pass, heard within its first second
+    assert opened.start_s == closed.start_s == 8 * HOP_S  # yet the event starts where the pass did
+    assert closed.end_s == 19 * HOP_S + WINDOW_S
+
+
+def test_a_config_that_smooths_otherwise_than_the_model_was_thresholded_for_is_named() -> None:
+    chosen_for = '{"smooth_windows": 8, "open_windows": 1, "close_windows": 4}'
+    assert mismatch(DecisionConfig(), chosen_for) is None
+    assert mismatch(DecisionConfig(smooth_windows=1), None) is None  # an older model does not say
+    note = mismatch(DecisionConfig(smooth_windows=1, close_windows=6), chosen_for)
+    assert note is not None and "decision.smooth_windows is 1" in note and "chosen for 8" in note
+    assert "decision.close_windows is 6" in note and "open_windows" not in note

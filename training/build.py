@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from nightear.classifier import OnnxClassifier
+from nightear.decision import DecisionConfig
 from nightear.frontend import librosa_mel_basis
 from nightear_training import card, report
 from nightear_training.data import (
@@ -39,7 +40,7 @@ from nightear_training.recipe import Recipe, clip_log_mels, field_sampler, load_
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "3.1.0"
+MODEL_VERSION = "3.2.0"
 CALIBRATION_WINDOWS = 512
 @dataclass(frozen=True)
 class BuildConfig:
@@ -111,11 +112,14 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         log(f"threshold {threshold:.4f} (fewest clip errors on the validation split, trained on)")
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    decision = {k: v for k, v in msgspec.to_builtins(DecisionConfig()).items() if k != "threshold"}
     metadata = model_metadata(frontend, mel_basis, recipe.train.window_frames, threshold, config.name,
                               config.version, manifest_sha256(clips),
                               extra={"training_sources": json.dumps(list(config.sources)),
                                      "false_alarms_per_hour_target":
-                                         str(config.target_false_alarms_per_hour)})
+                                         str(config.target_false_alarms_per_hour),
+                                     # the decision logic the threshold was chosen for
+                                     "decision": json.dumps(decision)})
     fp32_path = export_onnx(model, config.out_dir / f"{config.name}.fp32.onnx", frontend.n_mels,
                             recipe.train.window_frames, metadata)
     calibration = _calibration_windows(recipe, split["train"], audio, mel_basis)
@@ -124,6 +128,7 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
     metrics: dict[str, object] = {
         "model": {"name": config.name, "version": config.version, "file": int8_path.name,
                   "bytes": int8_path.stat().st_size, "threshold": round(threshold, 5),
+                  "decision": decision,
                   "training_manifest_sha256": metadata["training_manifest_sha256"],
                   "sources": list(config.sources)},
         "split": split_summary(clips),

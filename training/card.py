@@ -204,6 +204,14 @@ def _recipe_text(a: dict[str, Any]) -> str:
     )
 
 
+def _decision_text(model: dict) -> str:
+    """The decision logic the threshold was chosen for (models before 3.2.0 do not say)."""
+    d = model.get("decision")
+    return (f", chosen for a moving mean over {d['smooth_windows']} windows, an event opening after "
+            f"{d['open_windows']} over it and closing after {d['close_windows']} under it (metadata "
+            "`decision`; other settings move the false alarms per hour)") if d else ""
+
+
 def _frontend_text(recipe: dict) -> str:
     """'0.992-s log-mel windows (16 kHz, n_fft 512, hop 160, 64 mel bands 30-8000 Hz)'."""
     fe, frames = recipe["frontend"], recipe["train"]["window_frames"]
@@ -225,7 +233,8 @@ def render(metrics: dict[str, Any]) -> str:
         f"Binary drone / background classifier over {_frontend_text(training['recipe'])}, a "
         f"{len(training['recipe']['train']['channels'])}-block CNN, static INT8 (QDQ, per-channel "
         f"7-bit weights). File `{model['file']}`, {model['bytes']:,} bytes; decision threshold "
-        f"{model['threshold']}. Written by `python -m nightear_training build-default`{requantized}"
+        f"{model['threshold']}{_decision_text(model)}. Written by "
+        f"`python -m nightear_training build-default`{requantized}"
         f"; every figure here comes from `{model['name']}.metrics.json`; curves in "
         f"`{model['name']}.report.md`.", "",
         "## Data", sources, "",
