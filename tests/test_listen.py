@@ -147,7 +147,8 @@ def test_check_validates_config_model_and_device(fake_mic, tmp_path: Path) -> No
     ok = subprocess.run([sys.executable, "-m", "nightear", "check"], capture_output=True, text=True,
                         env=env, timeout=60)
     assert ok.returncode == 0, ok.stderr
-    assert [line.split(":")[0] for line in ok.stdout.splitlines()] == ["config", "model", "audio device"]
+    assert [line.split(":")[0] for line in ok.stdout.splitlines()] == \
+        ["config", "model", "decision", "audio device"]
     config = tmp_path / "wide.yaml"
     config.write_text("audio:\n  channels: 200\n")
     bad = subprocess.run([sys.executable, "-m", "nightear", "check", "--config", str(config)],
