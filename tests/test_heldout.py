@@ -121,7 +121,7 @@ def test_low_alarm_share_counts_drones_heard_over_the_ambience_tail() -> None:
     rng = np.random.default_rng(0)
     ambience = [("ambience", 3600.0, rng.uniform(0.0, 0.8, 14400))]  # an hour, never over 0.8
     def scores(drone_score: float) -> dict[str, list]:  # type: ignore[type-arg]
-        return {"recordings": [(f"r{i}", d, lvl, drone_score) for i, d in enumerate(("a", "b"))
+        return {"recordings": [(f"r{i}", d, lvl, np.full(8, drone_score)) for i, d in enumerate(("a", "b"))
                                for lvl in (0, -10, -20, -30)],
                 "streams": ambience, "kinds": [], "lab_clips": []}
     assert low_rate_share(scores(0.99)) == 1.0  # every drone over every low-alarm threshold
@@ -133,7 +133,7 @@ def test_epoch_is_chosen_on_the_low_alarm_end_not_on_one_point() -> None:
     stream = np.concatenate([np.r_[np.zeros(100), np.full(20, b)] for b in bursts])
     ambience = [("ambience", 3600.0, stream)]
     def scores(faint: float) -> dict[str, list]:  # type: ignore[type-arg]
-        recordings = [(f"r{i}", d, lvl, 0.999 if lvl == 0 else faint)
+        recordings = [(f"r{i}", d, lvl, np.full(8, 0.999 if lvl == 0 else faint))
                       for i, d in enumerate(("a", "b")) for lvl in (0, -10, -20, -30)]
         return {"recordings": recordings, "streams": ambience, "kinds": [], "lab_clips": []}
     # at 1 alarm an hour (threshold 0.99) every epoch hears the same: the drones as recorded;
@@ -148,8 +148,21 @@ def test_the_threshold_resolves_the_top_of_the_curve() -> None:
     # 1 an hour, so the threshold goes just over the second, and a drone at 0.9988 is heard
     stream = np.concatenate([np.zeros(10000), np.full(8, 0.9994), np.zeros(10000),
                              np.full(8, 0.998), np.zeros(880)])
-    scores = {"recordings": [("r", "a", lvl, 0.9988) for lvl in (0, -10, -20, -30)],
+    scores = {"recordings": [("r", "a", lvl, np.full(8, 0.9988)) for lvl in (0, -10, -20, -30)],
               "streams": [("ambience", 87 * 60.0, stream)], "kinds": [], "lab_clips": []}
     threshold = threshold_for_rate(false_alarms(scores)["curve"], 1.0)
     assert 0.998 < threshold < 0.9988
     assert table(scores, threshold)["pooled"]["0"] == {"heard": 1, "of": 1}
+
+
+def test_held_out_recordings_are_rescored_under_the_decision_logic_asked_for() -> None:
+    # a recording whose only loud moment is one window: a 2-s mean (the default) does not open
+    # an event on it at 0.9, deciding on each window alone does; the scores keep the windows,
+    # so an engineer can compare decision settings without training again
+    burst = np.r_[np.full(20, 0.1), 0.99, np.full(20, 0.1)]
+    scores = {"recordings": [("r", "a", lvl, burst) for lvl in (0, -10, -20, -30)],
+              "streams": [("ambience", 3600.0, np.zeros(14400))], "kinds": [], "lab_clips": []}
+    assert table(scores, 0.9)["pooled"]["0"] == {"heard": 0, "of": 1}
+    per_window = DecisionConfig(smooth_windows=1, open_windows=1)
+    assert table(scores, 0.9, per_window)["pooled"]["0"] == {"heard": 1, "of": 1}
+    assert low_rate_share(scores, 1.0, per_window) == 1.0 and low_rate_share(scores) == 0.0

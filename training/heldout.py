@@ -225,19 +225,17 @@ def fold_items(fold: Fold, held: Sequence[Clip], audio: dict[Path, np.ndarray], 
     return items
 
 
-Scores = dict[str, list]  # "recordings": [(name, group, level, event score)], "streams", "kinds", ...
+Scores = dict[str, list]  # "recordings": [(name, group, level, window probs)], "streams", "kinds", ...
 
 
-def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems,
-                decision: DecisionConfig = DecisionConfig()) -> Scores:
-    """Probabilities of every item by one model: event scores of recordings, window
-    probabilities of streams."""
+def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems) -> Scores:
+    """Window probabilities of every item by one model (recordings, streams, kinds), and each
+    lab clip's mean: the decision logic is applied later, so any settings can be rescored."""
     def probs(item: Item) -> np.ndarray:
         return np.concatenate([score(item.windows[i : i + 512]) for i in range(0, len(item.windows), 512)])
 
     return {
-        "recordings": [(r.name, r.group, r.level_db, event_score(probs(r), decision))
-                       for r in items.recordings],
+        "recordings": [(r.name, r.group, r.level_db, probs(r)) for r in items.recordings],
         "streams": [(s.group, s.seconds, probs(s)) for s in items.streams],
         "kinds": [(k.group, k.seconds, probs(k)) for k in items.kinds],
         "lab_clips": [(c.name, c.group, float(probs(c).mean())) for c in items.lab_clips],
@@ -269,9 +267,9 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
     """At one threshold: per drone and level, recordings heard; helicopters and backgrounds
     with an event; ambience events per hour; hard negatives per kind."""
     heard: dict[str, dict[str, list[int]]] = {}
-    for _, group, level, s in scores["recordings"]:
+    for _, group, level, p in scores["recordings"]:
         heard.setdefault(group, {}).setdefault(str(level), [0, 0])
-        heard[group][str(level)][0] += int(s >= threshold)
+        heard[group][str(level)][0] += int(event_score(p, decision) >= threshold)
         heard[group][str(level)][1] += 1
     drones = {g: {lvl: {"heard": h, "of": n} for lvl, (h, n) in v.items()}
               for g, v in heard.items() if g not in ("helicopter", "background")}
@@ -315,29 +313,31 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
 LOW_ALARM_MULTIPLES = (1.0, 2.0, 4.0, 8.0)  # of the target rate: the low-alarm end of the curve
 
 
-def low_rate_share(scores: Scores, target_per_hour: float = 1.0) -> float:
+def low_rate_share(scores: Scores, target_per_hour: float = 1.0,
+                   decision: DecisionConfig = DecisionConfig()) -> float:
     """Mean over drones of the share heard (as recorded, -10 and -20 dB), averaged over the
     thresholds for 1, 2, 4 and 8 times `target_per_hour` false alarms per hour: the low-alarm
     end of the curve, steadier than its single point, which one or two ambience recordings
     decide."""
-    curve = false_alarms(scores)["curve"]
+    curve = false_alarms(scores, decision=decision)["curve"]
     values = []
     for rate in (target_per_hour * m for m in LOW_ALARM_MULTIPLES):
-        share = table(scores, threshold_for_rate(curve, rate))["mean_share_over_drones"]
+        share = table(scores, threshold_for_rate(curve, rate), decision)["mean_share_over_drones"]
         values.append(np.mean([share["0"], share["-10"], share["-20"]]))
     return round(float(np.mean(values)), 3)
 
 
-def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float) -> tuple[int, float]:
+def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float,
+           decision: DecisionConfig = DecisionConfig()) -> tuple[int, float]:
     """The epoch that hears most held-out drones over the low-alarm end of the curve (the
     low-alarm share at 1, 2, 4 and 8 times the target rate: the target's point alone is decided
     by one or two ambience recordings), and its threshold for the target rate. Ties go to the
     earlier epoch."""
     best = (-1.0, 0, 0.5)
     for epoch, scores in sorted(scores_by_epoch.items()):
-        value = low_rate_share(scores, target_per_hour)
+        value = low_rate_share(scores, target_per_hour, decision)
         if value > best[0]:
-            threshold = threshold_for_rate(false_alarms(scores)["curve"], target_per_hour)
+            threshold = threshold_for_rate(false_alarms(scores, decision=decision)["curve"], target_per_hour)
             best = (value, epoch, threshold)
     return best[1], best[2]
 
