@@ -166,3 +166,12 @@ def test_held_out_recordings_are_rescored_under_the_decision_logic_asked_for() -
     per_window = DecisionConfig(smooth_windows=1, open_windows=1)
     assert table(scores, 0.9, per_window)["pooled"]["0"] == {"heard": 1, "of": 1}
     assert low_rate_share(scores, 1.0, per_window) == 1.0 and low_rate_share(scores) == 0.0
+
+
+def test_lab_split_counts_say_of_how_many_drone_and_background_clips() -> None:
+    lab = [("a", "drone", 0.97), ("b", "drone", 0.5), ("c", "drone", 0.99), ("d", "background", 0.96),
+           ("e", "background", 0.1)]
+    scores = {"recordings": [("r", "a", lvl, np.zeros(10)) for lvl in (0, -10, -20, -30)],
+              "streams": [("ambience", 3600.0, np.zeros(100))], "kinds": [], "lab_clips": lab}
+    assert table(scores, 0.95)["lab_test_split"] == {
+        "clips": 5, "accuracy": 0.6, "drone_clips": 3, "drone_clips_missed": 1, "background_clips_over": 1}

@@ -128,8 +128,11 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
         f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
         f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "
-        f"accuracy **{lab['accuracy']}** over {lab['clips']} clips ({lab['drone_clips_missed']} "
-        f"drone clips missed, {lab['background_clips_over']} background clips over the threshold).", "",
+        f"accuracy **{lab['accuracy']}** over {lab['clips']} clips ({lab['drone_clips_missed']}"
+        + (f" of {lab['drone_clips']}" if "drone_clips" in lab else "")  # older metrics lack it
+        + f" drone clips missed, {lab['background_clips_over']}"
+        + (f" of {lab['clips'] - lab['drone_clips']}" if "drone_clips" in lab else "")
+        + " background clips over the threshold).", "",
         "## False alarms per hour of ambience (out of fold)", "",
         f"{fa['unique_minutes']} unique minutes ({minutes}), each stretch scored by the model that "
         "never trained on it, joined into streams, through the daemon's decision logic: "

@@ -292,6 +292,7 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
     return {
         "threshold": round(threshold, 5),
         "lab_test_split": {"clips": len(lab), "accuracy": round(lab_right / len(lab), 4) if lab else None,
+                           "drone_clips": sum(int(y == "drone") for _, y, _ in lab),
                            "drone_clips_missed": sum(int(p < threshold) for _, y, p in lab if y == "drone"),
                            "background_clips_over": sum(int(p >= threshold) for _, y, p in lab
                                                         if y != "drone")},
