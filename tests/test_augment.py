@@ -101,3 +101,26 @@ def test_sampler_draws_windows_at_field_levels() -> None:
     levels = [rms_db(sampler.window(rng, drone=bool(i % 2))) for i in range(40)]
     assert all(-71.0 < level < -14.0 for level in levels)
     assert len(sampler.window(rng, drone=True)) == 13056
+
+
+def high_band_share(y: np.ndarray) -> float:
+    """Share of the spectrum's magnitude above 4 kHz."""
+    spectrum = np.abs(np.fft.rfft(y))
+    return float(spectrum[len(spectrum) // 2 :].sum() / spectrum.sum())
+
+
+def test_negatives_slowed_and_absorbed_as_drones_are_when_asked() -> None:
+    # a drone slowed to half speed has nothing above 4 kHz, and a far one little: negatives get
+    # the same treatment when asked, so a band left empty is no sign of a drone
+    rng = np.random.default_rng(4)
+    drones = [tone(200.0, 2.0)]
+    noise = [(0.1 * rng.standard_normal(RATE * 3)).astype(np.float32)]
+    flat = dict(tilt_db_per_octave=(0.0, 0.0), background_mix_probability=0.0)
+    plain = FieldSampler(drones, noise, RATE, AugmentConfig(**flat))
+    slowed = FieldSampler(drones, noise, RATE, AugmentConfig(
+        **flat, speed=(0.5, 0.5), negative_speed_probability=1.0))
+    absorbed = FieldSampler(drones, noise, RATE, AugmentConfig(
+        **flat, distance_m=(500.0, 500.0), negative_lowpass_probability=1.0))
+    assert high_band_share(plain.window(rng, drone=False)) > 0.4
+    assert high_band_share(slowed.window(rng, drone=False)) < 0.05
+    assert high_band_share(absorbed.window(rng, drone=False)) < 0.3

@@ -152,3 +152,27 @@ def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> 
     assert p[y == 1].min() > p[y == 0].max()  # the averaged weights still tell the two apart
     plain, _ = train(batches, [], np.zeros(0), replace(config, ema_decay=0.0), log=lambda _: None)
     assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
+
+
+def test_a_contrast_channel_model_learns_a_peak_and_exports_to_the_same_scores(tmp_path: Path) -> None:
+    from nightear_training.export import export_onnx
+    from nightear_training.train import torch_scorer, train
+
+    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # a drone: a narrow peak
+        rng = np.random.default_rng(seed)
+        labels = np.arange(size) % 2
+        x = rng.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+        x[labels == 1, 30, :] += 30.0
+        return x, labels
+
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, contrast_bands=9)
+    model, _ = train(batches, [], np.zeros(0), config, log=lambda _: None)
+    x, y = batches(99, 32)
+    p = torch_scorer(model)(x)
+    assert p[y == 1].min() > p[y == 0].max()
+    path = export_onnx(model, tmp_path / "contrast.onnx", 64, 97, {})
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path))
+    onnx_p = session.run(None, {session.get_inputs()[0].name: x[:, None]})[0].reshape(-1)
+    assert np.allclose(onnx_p, p, atol=1e-5)

@@ -225,6 +225,10 @@ class AugmentConfig:
     speed: tuple[float, float] = (0.5, 2.0)  # other makes spin their rotors at other rates
     # (+-15% left the held-out Mambo, a smaller toy than any trained on, unheard; 0.65-1.55x
     # heard fewer held-out drones at 1 alarm/h than 0.5-2x)
+    # what positives get, negatives may get too, so that neither is a sign of a drone: the
+    # speed change (and the band it leaves empty) and the air's low-pass
+    negative_speed_probability: float = 0.0
+    negative_lowpass_probability: float = 0.0
     large_drone_probability: float = 0.0  # a real drone slowed down to 40-100 Hz blade pass
     large_drone_speed: tuple[float, float] = (0.25, 0.6)
     synthetic_probability: float = 0.0  # a synthetic multirotor instead of a recording
@@ -291,13 +295,13 @@ class FieldSampler:
             for _ in range(config.synthetic_bank if config.synthetic_probability > 0 else 0)
         ]
 
-    def _background(self, rng: np.random.Generator, bed: bool = False) -> np.ndarray:
+    def _background(self, rng: np.random.Generator, bed: bool = False, n: int | None = None) -> np.ndarray:
+        n = n or self.n_samples
         names, p = (self._bed_names, self._bed_p) if bed else (self._negative_names, self._negative_p)
         pool = self._pools[names[rng.choice(len(names), p=p)]]
-        y = random_crop(pool.draw(rng), self.n_samples, rng).astype(np.float32)
+        y = random_crop(pool.draw(rng), n, rng).astype(np.float32)
         if rng.random() < self.config.background_mix_probability:
-            other = random_crop(self._pools[names[rng.choice(len(names), p=p)]].draw(rng),
-                                self.n_samples, rng)
+            other = random_crop(self._pools[names[rng.choice(len(names), p=p)]].draw(rng), n, rng)
             y = mix_at_snr(other, y, rng.uniform(-10.0, 10.0))
         return y
 
@@ -323,8 +327,15 @@ class FieldSampler:
                 y = propagate(y, distance, self.sample_rate) * np.float32(distance)  # absorption only
             if rng.random() >= c.clean_probability:
                 y = mix_at_snr(y, self._background(rng, bed=True), rng.uniform(*c.snr_db))
+        elif c.negative_speed_probability > 0 and rng.random() < c.negative_speed_probability:
+            factor = float(np.exp(rng.uniform(np.log(c.speed[0]), np.log(c.speed[1]))))
+            y = change_speed(self._background(rng, n=int(np.ceil(self.n_samples * factor)) + 16),
+                             factor, self.sample_rate)[: self.n_samples]
         else:
             y = self._background(rng)
+        if not drone and c.negative_lowpass_probability > 0 and rng.random() < c.negative_lowpass_probability:
+            distance = rng.uniform(*c.distance_m)
+            y = propagate(y, distance, self.sample_rate) * np.float32(distance)
         y = tilt(y, rng.uniform(*c.tilt_db_per_octave), self.sample_rate)
         level = rms_db(y)
         if level > -90.0:  # digital silence stays silence

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 CHANNELS = (16, 32, 48, 64)
 
@@ -30,11 +31,12 @@ class DroneCNN(nn.Module):
     (a drone is a spectral shape: rotor harmonics), then one linear layer."""
 
     def __init__(self, n_mels: int, mean_db: float = -60.0, std_db: float = 20.0,
-                 channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2):
+                 channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, contrast_bands: int = 0):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
-        blocks, c_in = [], 1
+        self.contrast_bands = contrast_bands
+        blocks, c_in = [], 2 if contrast_bands else 1
         for i, c_out in enumerate(channels):
             blocks.append(_block(c_in, c_out, pool=i < len(channels) - 1))
             c_in = c_out
@@ -45,6 +47,10 @@ class DroneCNN(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean_db) / self.std_db
+        if self.contrast_bands:  # a second channel: each band over its neighbours' mean
+            k = self.contrast_bands
+            local = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+            x = torch.cat((x, x - local), dim=1)
         x = self.features(x).mean(dim=3)  # (batch, channels, freq)
         return self.head(self.dropout(x.flatten(1)))
 
