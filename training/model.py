@@ -35,6 +35,8 @@ class DroneCNN(nn.Module):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
+        if contrast_bands < 0 or contrast_bands % 2 == 0 and contrast_bands:
+            raise ValueError(f"contrast_bands must be 0 or odd, got {contrast_bands}")
         self.contrast_bands = contrast_bands
         blocks, c_in = [], 2 if contrast_bands else 1
         for i, c_out in enumerate(channels):
@@ -47,7 +49,7 @@ class DroneCNN(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean_db) / self.std_db
-        if self.contrast_bands:  # a second channel: each band over its neighbours' mean
+        if self.contrast_bands:  # a second channel: each band less its neighbours' mean (dB)
             k = self.contrast_bands
             local = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
             x = torch.cat((x, x - local), dim=1)
