@@ -23,7 +23,7 @@ two of numpy and soxr each; so nothing here needs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +67,12 @@ def propagate(y: np.ndarray, distance_m: float, sample_rate: int = SAMPLE_RATE,
     spectrum = np.fft.rfft(y) * 10.0 ** (-loss_db / 20.0)
     spreading = REFERENCE_DISTANCE_M / max(distance_m, REFERENCE_DISTANCE_M)
     return (np.fft.irfft(spectrum, n) * spreading).astype(np.float32)
+
+
+def absorb(y: np.ndarray, distance_m: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The air's absorption alone over `distance_m` (a low-pass, no spreading loss): for a
+    level that is set afterwards."""
+    return propagate(y, distance_m, sample_rate) * np.float32(max(distance_m, REFERENCE_DISTANCE_M))
 
 
 def rms_db(y: np.ndarray) -> float:
@@ -314,8 +320,12 @@ class FieldSampler:
             low, high = c.large_drone_speed if rng.random() < c.large_drone_probability else c.speed
             source = self.drones[rng.integers(len(self.drones))].draw(rng)
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return self._played_at(factor, lambda n: random_crop(source, n, rng))
+
+    def _played_at(self, factor: float, take: Callable[[int], np.ndarray]) -> np.ndarray:
+        """`n_samples` of `take(length)` played `factor` times faster."""
         need = int(np.ceil(self.n_samples * factor)) + 16
-        return change_speed(random_crop(source, need, rng), factor, self.sample_rate)[: self.n_samples]
+        return change_speed(take(need), factor, self.sample_rate)[: self.n_samples]
 
     def window(self, rng: np.random.Generator, drone: bool) -> np.ndarray:
         """One example of `n_samples` at a random level."""
@@ -324,18 +334,16 @@ class FieldSampler:
             y = self._drone(rng)
             if rng.random() < c.lowpass_probability:
                 distance = rng.uniform(*c.distance_m)
-                y = propagate(y, distance, self.sample_rate) * np.float32(distance)  # absorption only
+                y = absorb(y, distance, self.sample_rate)
             if rng.random() >= c.clean_probability:
                 y = mix_at_snr(y, self._background(rng, bed=True), rng.uniform(*c.snr_db))
         elif c.negative_speed_probability > 0 and rng.random() < c.negative_speed_probability:
             factor = float(np.exp(rng.uniform(np.log(c.speed[0]), np.log(c.speed[1]))))
-            y = change_speed(self._background(rng, n=int(np.ceil(self.n_samples * factor)) + 16),
-                             factor, self.sample_rate)[: self.n_samples]
+            y = self._played_at(factor, lambda n: self._background(rng, n=n))
         else:
             y = self._background(rng)
         if not drone and c.negative_lowpass_probability > 0 and rng.random() < c.negative_lowpass_probability:
-            distance = rng.uniform(*c.distance_m)
-            y = propagate(y, distance, self.sample_rate) * np.float32(distance)
+            y = absorb(y, rng.uniform(*c.distance_m), self.sample_rate)
         y = tilt(y, rng.uniform(*c.tilt_db_per_octave), self.sample_rate)
         level = rms_db(y)
         if level > -90.0:  # digital silence stays silence

@@ -111,6 +111,8 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
     amb = at["ambience"]
     minutes = ", ".join(f"{k} {v}" for k, v in fa["minutes_by_source"].items())
     lab = at["lab_test_split"]
+    of_drones, of_backgrounds = ((f" of {lab['drone_clips']}", f" of {lab['clips'] - lab['drone_clips']}")
+                                 if "drone_clips" in lab else ("", ""))  # older metrics lack the count
     lines = [
         "## Leave one drone out (per recording, at the shipped threshold)", "",
         f"{len(held['folds'])} models, each trained on every group but one fold's: "
@@ -129,10 +131,8 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
         f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "
         f"accuracy **{lab['accuracy']}** over {lab['clips']} clips ({lab['drone_clips_missed']}"
-        + (f" of {lab['drone_clips']}" if "drone_clips" in lab else "")  # older metrics lack it
-        + f" drone clips missed, {lab['background_clips_over']}"
-        + (f" of {lab['clips'] - lab['drone_clips']}" if "drone_clips" in lab else "")
-        + " background clips over the threshold).", "",
+        f"{of_drones} drone clips missed, {lab['background_clips_over']}{of_backgrounds} background "
+        "clips over the threshold).", "",
         "## False alarms per hour of ambience (out of fold)", "",
         f"{fa['unique_minutes']} unique minutes ({minutes}), each stretch scored by the model that "
         "never trained on it, joined into streams, through the daemon's decision logic: "

@@ -30,7 +30,7 @@ from scipy.stats import chi2
 
 from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
-from nightear_training.augment import background_stream, propagate, random_crop, rms_db
+from nightear_training.augment import absorb, background_stream, random_crop, rms_db
 from nightear_training.data import AMBIENCE, DRONE_AUDIO_DATASET, EXCLUDED, Clip, hash_fraction
 from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
@@ -127,8 +127,7 @@ def fainter(recording: np.ndarray, bed: np.ndarray, level_db: float, sample_rate
     if level_db == 0:
         return recording
     extra_m = RECORDED_AT_M * (10.0 ** (-level_db / 20.0) - 1.0)
-    absorbed = propagate(recording, extra_m, sample_rate) * np.float32(extra_m)  # undo the 1/d
-    y = absorbed * np.float32(10.0 ** (level_db / 20.0))
+    y = absorb(recording, extra_m, sample_rate) * np.float32(10.0 ** (level_db / 20.0))
     gain = 10.0 ** ((rms_db(recording) - BED_BELOW_DB - rms_db(bed)) / 20.0)
     return (y + bed * np.float32(gain)).astype(np.float32)
 
