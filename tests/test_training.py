@@ -82,7 +82,11 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert set(held["folds"]) <= {"bebop", "mambo", "svanstrom", "purdue"}
     assert set(held["at_threshold"]["drones"]) & {"svanstrom", "phantom"}
     assert set(saved["field"]["range_m"]) == {"recall_50", "recall_90"}
+    lab = saved["lab_test_split"]  # the lab task as 1.0.0 measured it: one model without the split
+    assert lab["clips"] > lab["drone_clips"] > 0 and lab["threshold"] == info.threshold
+    assert lab["trained_on"] == saved["training"]["clips"] - lab["clips"]
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
+    assert f"accuracy **{lab['accuracy']}** at {lab['threshold']}" in card
     assert "non-commercial" in card and "False alarms per hour" in card and "Leave one drone out" in card
     report = (tmp_path / "models" / "nightear-drone.report.md").read_text()
     for image in ("roc_pr.png", "false_alarms.png", "recall.png"):
