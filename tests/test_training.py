@@ -85,6 +85,8 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     lab = saved["lab_test_split"]  # the lab task as 1.0.0 measured it: one model without the split
     assert lab["clips"] > lab["drone_clips"] > 0 and lab["threshold"] == info.threshold
     assert lab["trained_on"] == saved["training"]["clips"] - lab["clips"]
+    assert sum(lab["over_by_kind"].values()) == lab["background_clips_over"]  # the errors, by sound
+    assert sum(lab["missed_by_kind"].values()) == lab["drone_clips_missed"]
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
     assert f"accuracy **{lab['accuracy']}** at {lab['threshold']}" in card
     assert "non-commercial" in card and "False alarms per hour" in card and "Leave one drone out" in card

@@ -110,7 +110,15 @@ def _lab_model_lines(lab: dict[str, Any] | None) -> list[str]:
             f"other recordings of both toys): accuracy **{lab['accuracy']}** at {lab['threshold']} "
             f"({lab['drone_clips_missed']} of {lab['drone_clips']} drone clips missed, "
             f"{lab['background_clips_over']} of {lab['clips'] - lab['drone_clips']} background clips "
-            "over).", ""]
+            f"over{_kinds(lab)}).", ""]
+
+
+def _kinds(lab: dict[str, Any], most: int = 5) -> str:
+    """'; over: kind n, ...; missed: kind n, ...', the commonest errors (older metrics lack them)."""
+    if "over_by_kind" not in lab:
+        return ""
+    return "".join(f"; {what}: " + (", ".join(f"{k} {n}" for k, n in list(lab[key].items())[:most]) or "none")
+                   for what, key in (("over", "over_by_kind"), ("missed", "missed_by_kind")))
 
 
 def heldout_sections(metrics: dict[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ threshold? Each clip counts by its mean window probability, windows cut as the d
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -44,9 +45,14 @@ def lab_test_split(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.n
                                   eval_hop_frames(recipe.frontend))
     drone = np.array([c.is_drone for c in test])
     over = probs >= threshold
+
+    def by_kind(mask: np.ndarray) -> dict[str, int]:  # which sounds the errors are, most first
+        return dict(Counter(c.kind for c, wrong in zip(test, mask, strict=True) if wrong).most_common())
+
     return {"clips": len(test), "drone_clips": int(drone.sum()), "trained_on": len(train_clips),
             "epochs": stop_after, "threshold": round(threshold, 5),
             "accuracy": round(float((over == drone).mean()), 4),
             "drone_clips_missed": int((drone & ~over).sum()),
             "background_clips_over": int((~drone & over).sum()),
+            "missed_by_kind": by_kind(drone & ~over), "over_by_kind": by_kind(~drone & over),
             "train_seconds": round(seconds, 1)}
