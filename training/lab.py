@@ -38,6 +38,7 @@ def lab_test_split(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.n
         return None
     held = {c.path for c in test}
     train_clips = [c for c in clips if c.split != EXCLUDED and c.path not in held]
+    log(f"lab model: {len(train_clips)} clips, without the lab test split's {len(test)}")
     model, _, seconds = train_recipe(replace(recipe, train=replace(recipe.train, stop_after=stop_after)),
                                      train_clips, [], audio, mel_basis, log)
     features = clip_log_mels(test, audio, recipe.frontend, mel_basis, recipe.train.window_frames)
