@@ -31,9 +31,10 @@ from scipy.stats import chi2
 from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.augment import absorb, background_stream, random_crop, rms_db
-from nightear_training.data import AMBIENCE, DRONE_AUDIO_DATASET, EXCLUDED, Clip, hash_fraction
+from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
 from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
+from nightear_training.lab import lab_test_clips
 from nightear_training.model import DroneCNN
 from nightear_training.recipe import Recipe, train_recipe
 from nightear_training.train import torch_scorer
@@ -212,10 +213,9 @@ def fold_items(fold: Fold, held: Sequence[Clip], audio: dict[Path, np.ndarray], 
         if members:
             y = background_stream([audio[c.path] for c in members])
             items.streams.append(Item(source, source, 0, len(y) / rate, windows(y)))
-    for c in held:  # the lab task: its grouped test split, each clip scored out of fold
-        if c.source == DRONE_AUDIO_DATASET and c.split == "test":
-            items.lab_clips.append(Item(c.relpath, c.label, 0, len(audio[c.path]) / rate,
-                                        windows(audio[c.path])))
+    for c in lab_test_clips(held):  # the lab task: its grouped test split, each clip out of fold
+        items.lab_clips.append(Item(c.relpath, c.label, 0, len(audio[c.path]) / rate,
+                                    windows(audio[c.path])))
     for kind, prefixes in HARD_NEGATIVES.items():
         members = [c for c in negatives if c.kind.startswith(prefixes)]
         if members:
