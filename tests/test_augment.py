@@ -21,6 +21,7 @@ from nightear_training.augment import (  # noqa: E402
     rms_db,
     rotor_hum,
     tilt,
+    wander_speed,
 )
 
 RATE = 16000
@@ -124,3 +125,37 @@ def test_negatives_slowed_and_absorbed_as_drones_are_when_asked() -> None:
     assert high_band_share(plain.window(rng, drone=False)) > 0.4
     assert high_band_share(slowed.window(rng, drone=False)) < 0.05
     assert high_band_share(absorbed.window(rng, drone=False)) < 0.3
+
+
+def pitch_track(y: np.ndarray, size: int = 2048) -> list[float]:
+    return [peak_hz(y[i : i + size]) for i in range(0, len(y) - size + 1, size)]
+
+
+def test_wander_drifts_the_pitch_within_a_window_and_keeps_its_level() -> None:
+    # a drone turning or passing by changes its pitch over a second; +-15% around 1000 Hz
+    # sweeps the peak over more than 150 Hz, while a steady rate keeps it put
+    y = tone(1000.0, 1.5)
+    drifted = wander_speed(y, RATE, 0.15, np.random.default_rng(5))
+    steady = wander_speed(y, RATE, 0.0, np.random.default_rng(5))
+    assert len(drifted) == RATE
+    assert max(pitch_track(drifted)) - min(pitch_track(drifted)) > 150.0
+    assert max(pitch_track(steady)) - min(pitch_track(steady)) < 10.0
+    # interpolated on an oversampled copy: a tone near the top keeps its level
+    high = tone(7000.0, 1.5)
+    assert rms_db(wander_speed(high, RATE, 0.05, np.random.default_rng(6))) == pytest.approx(
+        rms_db(high), abs=0.5)
+
+
+def test_a_paired_negative_is_its_positive_without_the_drone() -> None:
+    # the same bed at the same gain and tilt: what the positive adds is the drone alone
+    rng = np.random.default_rng(7)
+    drones = [tone(200.0, 2.0)]
+    noise = [(0.1 * rng.standard_normal(RATE * 3)).astype(np.float32)]
+    config = AugmentConfig(paired_negative_probability=1.0, lowpass_probability=0.0,
+                           speed=(1.0, 1.0), background_mix_probability=0.0, snr_db=(10.0, 10.0),
+                           tilt_db_per_octave=(0.0, 0.0))
+    positive, negative = FieldSampler(drones, noise, RATE, config).pair(rng)
+    assert -71.0 < rms_db(positive) < -14.0
+    assert rms_db(positive) - rms_db(negative) == pytest.approx(10.4, abs=0.2)  # 10 dB SNR
+    assert peak_hz(positive - negative) == pytest.approx(200.0, abs=2.0)
+    assert peak_hz(negative) != pytest.approx(200.0, abs=20.0)

@@ -183,6 +183,19 @@ def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return y / (np.sqrt(np.mean(y**2)) + 1e-12)
 
 
+def wander_speed(y: np.ndarray, n: int, wander: float, rng: np.random.Generator,
+                 sample_rate: int = SAMPLE_RATE, oversample: int = 4) -> np.ndarray:
+    """`n` samples of `y` played at a rate that drifts by up to +-`wander` around 1 (a slow
+    sine of random period and phase: a ramp or a wobble within a window). Interpolated on an
+    `oversample` times oversampled copy, so the top band loses well under a dB."""
+    up = soxr.resample(y, sample_rate, sample_rate * oversample)
+    t = np.arange(n) / sample_rate
+    period_hz, phase = rng.uniform(0.2, 2.0), rng.uniform(0.0, 2.0 * np.pi)
+    rate = 1.0 + wander * np.sin(2.0 * np.pi * period_hz * t + phase)
+    position = np.concatenate(([0.0], np.cumsum(rate[:-1]))) * oversample
+    return np.interp(position, np.arange(len(up)), up).astype(np.float32)
+
+
 def background_stream(clips: Sequence[np.ndarray], fade_samples: int = 160) -> np.ndarray:
     """Real ambience clips joined end to end, each once, with short fades (no clicks)."""
     ramp = np.linspace(0.0, 1.0, fade_samples, dtype=np.float32)
@@ -229,6 +242,12 @@ class AugmentConfig:
     distance_m: tuple[float, float] = (20.0, 500.0)
     clean_probability: float = 0.0  # a drone recording as it is: no background
     speed: tuple[float, float] = (0.5, 2.0)  # other makes spin their rotors at other rates
+    # a drone in flight changes its rotor rate (climbing, turning) and its pitch passing by
+    # (Doppler): the speed drifts within a window by up to +-this share (0: held steady)
+    speed_wander: float = 0.0
+    # share of negatives that are a positive's own bed at the same gain, without its drone: the
+    # only difference the model can learn between the two is the drone
+    paired_negative_probability: float = 0.0
     # (+-15% left the held-out Mambo, a smaller toy than any trained on, unheard; 0.65-1.55x
     # heard fewer held-out drones at 1 alarm/h than 0.5-2x)
     # what positives get, negatives may get too, so that neither is a sign of a drone: the
@@ -320,21 +339,49 @@ class FieldSampler:
             low, high = c.large_drone_speed if rng.random() < c.large_drone_probability else c.speed
             source = self.drones[rng.integers(len(self.drones))].draw(rng)
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-        return self._played_at(factor, lambda n: random_crop(source, n, rng))
+        if c.speed_wander <= 0:
+            return self._played_at(factor, lambda n: random_crop(source, n, rng))
+        # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy
+        wander = rng.uniform(0.0, c.speed_wander)
+        longer = int(np.ceil(self.n_samples * (1.0 + wander))) + 2
+        y = self._played_at(factor, lambda n: random_crop(source, n, rng), longer)
+        return wander_speed(y, self.n_samples, wander, rng, self.sample_rate)
 
-    def _played_at(self, factor: float, take: Callable[[int], np.ndarray]) -> np.ndarray:
-        """`n_samples` of `take(length)` played `factor` times faster."""
-        need = int(np.ceil(self.n_samples * factor)) + 16
-        return change_speed(take(need), factor, self.sample_rate)[: self.n_samples]
+    def _played_at(self, factor: float, take: Callable[[int], np.ndarray],
+                   n: int | None = None) -> np.ndarray:
+        """`n` (default `n_samples`) samples of `take(length)` played `factor` times faster."""
+        n = n or self.n_samples
+        need = int(np.ceil(n * factor)) + 16
+        return change_speed(take(need), factor, self.sample_rate)[:n]
+
+    def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A positive and, with `paired_negative_probability`, its own bed as the negative
+        (same microphone tilt and gain, the drone left out); else a negative of its own."""
+        c = self.config
+        if rng.random() >= c.paired_negative_probability:
+            return self.window(rng, True), self.window(rng, False)
+        bed = self._background(rng, bed=True)
+        drone = self._audible_drone(rng)
+        gain = 10.0 ** ((rms_db(bed) + rng.uniform(*c.snr_db) - rms_db(drone)) / 20.0)
+        slope, level = rng.uniform(*c.tilt_db_per_octave), rng.uniform(*c.level_dbfs)
+        positive = tilt(bed + drone * np.float32(gain), slope, self.sample_rate)
+        scale = np.float32(10.0 ** ((level - rms_db(positive)) / 20.0))
+        negative = tilt(bed, slope, self.sample_rate)
+        return (np.clip(positive * scale, -1.0, 1.0).astype(np.float32),
+                np.clip(negative * scale, -1.0, 1.0).astype(np.float32))
+
+    def _audible_drone(self, rng: np.random.Generator) -> np.ndarray:
+        """A drone as it arrives: its speed, and in some the air's absorption over a distance."""
+        y = self._drone(rng)
+        if rng.random() < self.config.lowpass_probability:
+            y = absorb(y, rng.uniform(*self.config.distance_m), self.sample_rate)
+        return y
 
     def window(self, rng: np.random.Generator, drone: bool) -> np.ndarray:
         """One example of `n_samples` at a random level."""
         c = self.config
         if drone:
-            y = self._drone(rng)
-            if rng.random() < c.lowpass_probability:
-                distance = rng.uniform(*c.distance_m)
-                y = absorb(y, distance, self.sample_rate)
+            y = self._audible_drone(rng)
             if rng.random() >= c.clean_probability:
                 y = mix_at_snr(y, self._background(rng, bed=True), rng.uniform(*c.snr_db))
         elif c.negative_speed_probability > 0 and rng.random() < c.negative_speed_probability:

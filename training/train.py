@@ -67,9 +67,12 @@ class SampledBatches:
     def __call__(self, seed: int, size: int) -> Batch:
         rng = np.random.default_rng(seed)
         labels = np.arange(size) % 2
-        windows = [log_mel(self.sampler.window(rng, bool(y)), self.frontend, self.mel_basis)
-                   for y in labels]
-        return np.stack(windows), labels
+        if self.sampler.config.paired_negative_probability > 0:  # (negative, positive) pairs
+            audio = [y for _ in range(size // 2) for y in self.sampler.pair(rng)[::-1]]
+            audio += [self.sampler.window(rng, False)] * (size % 2)
+        else:
+            audio = [self.sampler.window(rng, bool(y)) for y in labels]
+        return np.stack([log_mel(y, self.frontend, self.mel_basis) for y in audio]), labels
 
 
 def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
