@@ -18,7 +18,7 @@ from nightear.errors import ConfigError
 from nightear.geometry import PRESETS, ArraySettings, plane_wave
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
 from nightear.sources import WavSource
-from nightear_training.augment import array_recording
+from nightear_training.array_eval import array_recording
 from tests.conftest import FIXTURES, REPO, run_cli
 
 RATE = 16000

@@ -282,7 +282,7 @@ def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_
 
 def test_an_array_unit_alerts_with_a_bearing_and_stores_the_track(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from nightear.geometry import PRESETS
-    from nightear_training.augment import array_recording
+    from nightear_training.array_eval import array_recording
 
     drone = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="float32")[0]
     night = sf.read(FIXTURES / "night_background_16k.flac", dtype="float32")[0]

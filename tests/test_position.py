@@ -23,7 +23,7 @@ from nightear.schema import UnitPosition
 from nightear.sinks.mqtt import event_payload
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
 from nightear.sources import WavSource
-from nightear_training.augment import array_recording
+from nightear_training.array_eval import array_recording
 from tests.conftest import FIXTURES
 
 ORIGIN = UnitPosition(52.1, 14.6, 30.0)

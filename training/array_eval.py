@@ -2,7 +2,7 @@
 
 Held-out drone passes (3-5 s, test split) arrive at each preset array as a plane wave from a
 random bearing and elevation (0-45 degrees), over held-out night ambience arriving from eight
-directions plus microphone hiss (`augment.array_recording`, the noise at the scene's night
+directions plus microphone hiss (`array_recording`, the noise at the scene's night
 level). Each recording then runs through the daemon's own `Pipeline`:
 
 - bearing error: every window's bearing against the true one (median, 90th percentile);
@@ -25,14 +25,45 @@ import numpy as np
 
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
-from nightear.geometry import PRESETS, ArrayGeometry, ArraySettings
+from nightear.geometry import PRESETS, ArrayGeometry, ArraySettings, plane_wave
 from nightear.pipeline import Pipeline
-from nightear_training.augment import Scene, ambience_at, array_recording, rms_db
+from nightear_training.augment import SAMPLE_RATE, Scene, ambience_at, random_crop, rms_db
 
 SNRS_DB = (-20, -15, -10, -5, 0, 5, 10, 20)
 RECALL_PRESET = "respeaker-4mic"
 MAX_PASSES = 40  # drone passes per SNR and preset: enough for a stable median, a few minutes
 MAX_NIGHT_CLIPS = 60
+
+
+def array_recording(drone: np.ndarray, ambience: np.ndarray, geometry: ArrayGeometry,
+                    azimuth_deg: float, elevation_deg: float, snr_db: float,
+                    rng: np.random.Generator, sample_rate: int = SAMPLE_RATE, noise_dbfs: float = -50.0,
+                    ambience_sources: int = 8, self_noise_share: float = 0.5) -> np.ndarray:
+    """An array recording of `drone` arriving as a plane wave from a direction, `snr_db` above
+    the noise at the microphones (mean power over mics, whole band), the noise `noise_dbfs`
+    RMS.
+
+    The noise is night ambience arriving from `ambience_sources` random directions (each a
+    different stretch of `ambience`, so they do not cohere) plus independent white noise on
+    every microphone, the electronics' own hiss, holding `self_noise_share` of the noise power.
+    Returns (len(drone), device_channels) float32; channels without a microphone stay silent.
+    """
+    n, mics = len(drone), list(geometry.mic_channels)
+    signal = plane_wave(drone, sample_rate, geometry, azimuth_deg, elevation_deg)
+    field = np.zeros_like(signal)
+    for _ in range(ambience_sources):
+        stretch = random_crop(np.tile(ambience, n // len(ambience) + 2), n, rng)
+        field += plane_wave(stretch, sample_rate, geometry, rng.uniform(0, 360), rng.uniform(0, 60))
+    hiss = np.zeros_like(signal)
+    hiss[:, mics] = rng.standard_normal((n, len(mics)))
+
+    def power(x: np.ndarray) -> float:
+        return float(np.mean(x[:, mics].astype(np.float64) ** 2)) + 1e-20
+
+    noise = (field * np.sqrt((1 - self_noise_share) / power(field))
+             + hiss * np.sqrt(self_noise_share / power(hiss))) * 10.0 ** (noise_dbfs / 20.0)
+    gain = np.sqrt(10.0 ** (snr_db / 10.0) * power(noise) / power(signal))
+    return (signal * gain + noise).astype(np.float32)
 
 
 def _angle_error(a: float, b: float) -> float:

@@ -11,9 +11,7 @@ sees the same example twice:
 - `rotor_hum`: a synthetic multirotor (several detuned rotors, blade-pass harmonics with slow
   rpm wander, broadband noise), for the 40-100 Hz hum of large drones missing from the data;
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
-- `background_stream`: long ambience made of real clips joined end to end;
-- `array_recording`: what a microphone array records of a drone from one direction in
-  ambience from many directions plus the microphones' own noise.
+- `background_stream`: long ambience made of real clips joined end to end.
 
 `FieldSampler` draws training windows from these. audiomentations was weighed: its
 AirAbsorption is, in its own words, not scientifically accurate and stops at 100 m, its
@@ -28,8 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import soxr
-
-from nightear.geometry import ArrayGeometry, plane_wave
 
 SAMPLE_RATE = 16000
 REFERENCE_DISTANCE_M = 1.0
@@ -363,14 +359,9 @@ class FieldSampler:
         if rng.random() >= c.paired_negative_probability:
             return self.window(rng, True), self.window(rng, False)
         bed = self._background(rng, bed=True)
-        drone = self._audible_drone(rng)
-        gain = 10.0 ** ((rms_db(bed) + rng.uniform(*c.snr_db) - rms_db(drone)) / 20.0)
-        slope, level = rng.uniform(*c.tilt_db_per_octave), rng.uniform(*c.level_dbfs)
-        positive = tilt(bed + drone * np.float32(gain), slope, self.sample_rate)
-        scale = np.float32(10.0 ** ((level - rms_db(positive)) / 20.0))
-        negative = tilt(bed, slope, self.sample_rate)
-        return (np.clip(positive * scale, -1.0, 1.0).astype(np.float32),
-                np.clip(negative * scale, -1.0, 1.0).astype(np.float32))
+        positive, negative = self._heard(rng, mix_at_snr(self._audible_drone(rng), bed,
+                                                         rng.uniform(*c.snr_db)), bed)
+        return positive, negative
 
     def _audible_drone(self, rng: np.random.Generator) -> np.ndarray:
         """A drone as it arrives: its speed, and in some the air's absorption over a distance."""
@@ -393,39 +384,16 @@ class FieldSampler:
             y = self._background(rng)
         if not drone and c.negative_lowpass_probability > 0 and rng.random() < c.negative_lowpass_probability:
             y = absorb(y, rng.uniform(*c.distance_m), self.sample_rate)
-        y = tilt(y, rng.uniform(*c.tilt_db_per_octave), self.sample_rate)
-        level = rms_db(y)
+        return self._heard(rng, y)[0]
+
+    def _heard(self, rng: np.random.Generator, y: np.ndarray, *alike: np.ndarray) -> list[np.ndarray]:
+        """`y`, and `alike` with it, through one microphone tilt and one gain that sets `y` to a
+        random level; clipped to full scale."""
+        c = self.config
+        slope = rng.uniform(*c.tilt_db_per_octave)
+        out = [tilt(x, slope, self.sample_rate) for x in (y, *alike)]
+        level = rms_db(out[0])
         if level > -90.0:  # digital silence stays silence
-            y = y * np.float32(10.0 ** ((rng.uniform(*c.level_dbfs) - level) / 20.0))
-        return np.clip(y, -1.0, 1.0).astype(np.float32)
-
-
-def array_recording(drone: np.ndarray, ambience: np.ndarray, geometry: ArrayGeometry,
-                    azimuth_deg: float, elevation_deg: float, snr_db: float,
-                    rng: np.random.Generator, sample_rate: int = SAMPLE_RATE, noise_dbfs: float = -50.0,
-                    ambience_sources: int = 8, self_noise_share: float = 0.5) -> np.ndarray:
-    """An array recording of `drone` arriving as a plane wave from a direction, `snr_db` above
-    the noise at the microphones (mean power over mics, whole band), the noise `noise_dbfs`
-    RMS.
-
-    The noise is night ambience arriving from `ambience_sources` random directions (each a
-    different stretch of `ambience`, so they do not cohere) plus independent white noise on
-    every microphone, the electronics' own hiss, holding `self_noise_share` of the noise power.
-    Returns (len(drone), device_channels) float32; channels without a microphone stay silent.
-    """
-    n, mics = len(drone), list(geometry.mic_channels)
-    signal = plane_wave(drone, sample_rate, geometry, azimuth_deg, elevation_deg)
-    field = np.zeros_like(signal)
-    for _ in range(ambience_sources):
-        stretch = random_crop(np.tile(ambience, n // len(ambience) + 2), n, rng)
-        field += plane_wave(stretch, sample_rate, geometry, rng.uniform(0, 360), rng.uniform(0, 60))
-    hiss = np.zeros_like(signal)
-    hiss[:, mics] = rng.standard_normal((n, len(mics)))
-
-    def power(x: np.ndarray) -> float:
-        return float(np.mean(x[:, mics].astype(np.float64) ** 2)) + 1e-20
-
-    noise = (field * np.sqrt((1 - self_noise_share) / power(field))
-             + hiss * np.sqrt(self_noise_share / power(hiss))) * 10.0 ** (noise_dbfs / 20.0)
-    gain = np.sqrt(10.0 ** (snr_db / 10.0) * power(noise) / power(signal))
-    return (signal * gain + noise).astype(np.float32)
+            gain = np.float32(10.0 ** ((rng.uniform(*c.level_dbfs) - level) / 20.0))
+            out = [x * gain for x in out]
+        return [np.clip(x, -1.0, 1.0).astype(np.float32) for x in out]

@@ -69,7 +69,8 @@ class SampledBatches:
         labels = np.arange(size) % 2
         if self.sampler.config.paired_negative_probability > 0:  # (negative, positive) pairs
             audio = [y for _ in range(size // 2) for y in self.sampler.pair(rng)[::-1]]
-            audio += [self.sampler.window(rng, False)] * (size % 2)
+            if size % 2:
+                audio.append(self.sampler.window(rng, False))
         else:
             audio = [self.sampler.window(rng, bool(y)) for y in labels]
         return np.stack([log_mel(y, self.frontend, self.mel_basis) for y in audio]), labels
