@@ -15,6 +15,7 @@ from nightear_training.augment import (  # noqa: E402
     at_distance,
     background_stream,
     change_speed,
+    colour,
     iso9613_absorption_db_per_m,
     mix_at_snr,
     propagate,
@@ -78,6 +79,24 @@ def test_tilt_raises_highs_and_lowers_lows() -> None:
     tilted = tilt(tone(4000.0) + tone(250.0), 2.0)
     spectrum = np.abs(np.fft.rfft(tilted))
     assert spectrum[4000] / spectrum[250] == pytest.approx(10 ** (2.0 * 4 / 20), rel=0.05)
+
+
+def test_colour_reshapes_the_harmonics_within_its_bound() -> None:
+    # another make or microphone: each harmonic louder or softer by up to +-6 dB, differently
+    # every draw, a flat response when the bound is 0
+    harmonics = [200.0 * k for k in range(1, 30)]
+    comb = sum(tone(hz) for hz in harmonics)
+    rng = np.random.default_rng(8)
+
+    def gains_db(y: np.ndarray) -> np.ndarray:
+        spectrum = np.abs(np.fft.rfft(y))
+        reference = np.abs(np.fft.rfft(comb))
+        return np.array([20 * np.log10(spectrum[int(hz)] / reference[int(hz)]) for hz in harmonics])
+
+    first, second = gains_db(colour(comb, 6.0, rng)), gains_db(colour(comb, 6.0, rng))
+    assert np.abs(first).max() <= 6.0 and np.abs(second).max() <= 6.0
+    assert np.ptp(first) > 1.0 and np.abs(first - second).max() > 1.0
+    assert np.abs(gains_db(colour(comb, 0.0, rng))).max() < 1e-3
 
 
 def test_a_drone_farther_away_is_quieter_in_the_same_night() -> None:

@@ -160,7 +160,9 @@ def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> 
     assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
 
 
-def test_a_contrast_channel_model_learns_a_peak_and_exports_to_the_same_scores(tmp_path: Path) -> None:
+@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}])
+def test_a_contrast_or_band_pooled_model_learns_a_peak_and_exports_to_the_same_scores(
+        tmp_path: Path, knob: dict[str, object]) -> None:
     from nightear_training.export import export_onnx
     from nightear_training.train import torch_scorer, train
 
@@ -171,12 +173,12 @@ def test_a_contrast_channel_model_learns_a_peak_and_exports_to_the_same_scores(t
         x[labels == 1, 30, :] += 30.0
         return x, labels
 
-    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, contrast_bands=9)
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, **knob)  # type: ignore[arg-type]
     model, _ = train(batches, [], np.zeros(0), config, log=lambda _: None)
     x, y = batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()
-    path = export_onnx(model, tmp_path / "contrast.onnx", 64, 97, {})
+    path = export_onnx(model, tmp_path / "knob.onnx", 64, 97, {})
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path))

@@ -143,6 +143,17 @@ def tilt(y: np.ndarray, db_per_octave: float, sample_rate: int = SAMPLE_RATE,
     return np.fft.irfft(np.fft.rfft(y) * 10.0 ** (gain_db / 20.0), len(y)).astype(np.float32)
 
 
+def colour(y: np.ndarray, response_db: float, rng: np.random.Generator,
+           sample_rate: int = SAMPLE_RATE, low_hz: float = 30.0) -> np.ndarray:
+    """`y` through a random smooth response of up to +-`response_db` dB: three cosines over
+    log frequency (30 Hz-Nyquist), each of random amplitude and phase."""
+    freqs = np.clip(np.fft.rfftfreq(len(y), 1.0 / sample_rate), low_hz, sample_rate / 2)
+    x = np.pi * np.log2(freqs / low_hz) / np.log2(sample_rate / 2 / low_hz)
+    gain_db = sum(rng.uniform(-1.0, 1.0) * response_db / 3 * np.cos(k * x + rng.uniform(0, 2 * np.pi))
+                  for k in (1, 2, 3))
+    return np.fft.irfft(np.fft.rfft(y) * 10.0 ** (gain_db / 20.0), len(y)).astype(np.float32)
+
+
 def rotor_hum(
     seconds: float, blade_pass_hz: float, rng: np.random.Generator, rotors: int = 4,
     sample_rate: int = SAMPLE_RATE, detune: float = 0.03, wander: float = 0.02,
@@ -258,6 +269,10 @@ class AugmentConfig:
     blade_pass_hz: tuple[float, float] = (40.0, 400.0)
     level_dbfs: tuple[float, float] = (-70.0, -15.0)  # RMS of the final window, either class
     tilt_db_per_octave: tuple[float, float] = (-2.0, 2.0)
+    # the drone alone (not its bed) through a random smooth response, up to +-this many dB
+    # (`colour`): makes differ in how loud each harmonic is, and so do the microphones that
+    # recorded them; the bed keeps its own colour, so colour itself is no sign of a drone
+    drone_response_db: float = 0.0
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
     synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)
@@ -366,6 +381,8 @@ class FieldSampler:
     def _audible_drone(self, rng: np.random.Generator) -> np.ndarray:
         """A drone as it arrives: its speed, and in some the air's absorption over a distance."""
         y = self._drone(rng)
+        if self.config.drone_response_db > 0:
+            y = colour(y, self.config.drone_response_db, rng, self.sample_rate)
         if rng.random() < self.config.lowpass_probability:
             y = absorb(y, rng.uniform(*self.config.distance_m), self.sample_rate)
         return y

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -109,7 +109,7 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
             log(f"lab test split, trained without it: accuracy {lab['accuracy']} "
                 f"({lab['drone_clips_missed']} drone clips missed, {lab['background_clips_over']} over)")
     # the shipped model hears every group, trained as the held-out runs were, to the chosen epoch
-    shipped = replace(recipe, train=replace(recipe.train, stop_after=stop))
+    shipped = recipe.stopped_after(stop)
     model, history, train_seconds = train_recipe(shipped, usable, [], audio, mel_basis, log)
     log(f"default model trained on {len(usable)} clips in {train_seconds / 60:.1f} min")
     if heldout is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,8 @@ def lab_test_split(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.n
     held = {c.path for c in test}
     train_clips = [c for c in clips if c.split != EXCLUDED and c.path not in held]
     log(f"lab model: {len(train_clips)} clips, without the lab test split's {len(test)}")
-    model, _, seconds = train_recipe(replace(recipe, train=replace(recipe.train, stop_after=stop_after)),
-                                     train_clips, [], audio, mel_basis, log)
+    model, _, seconds = train_recipe(recipe.stopped_after(stop_after), train_clips, [], audio,
+                                     mel_basis, log)
     features = clip_log_mels(test, audio, recipe.frontend, mel_basis, recipe.train.window_frames)
     probs, _ = clip_probabilities(torch_scorer(model), features, recipe.train.window_frames,
                                   eval_hop_frames(recipe.frontend))

@@ -31,7 +31,8 @@ class DroneCNN(nn.Module):
     (a drone is a spectral shape: rotor harmonics), then one linear layer."""
 
     def __init__(self, n_mels: int, mean_db: float = -60.0, std_db: float = 20.0,
-                 channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, contrast_bands: int = 0):
+                 channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, contrast_bands: int = 0,
+                 pool_bands: bool = False):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
@@ -43,7 +44,11 @@ class DroneCNN(nn.Module):
             blocks.append(_block(c_in, c_out, pool=i < len(channels) - 1))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        freq_out = n_mels // 2 ** (len(channels) - 1)
+        # pool_bands: the head sees each channel's mean and maximum over the bands, not every
+        # band: a pattern counts wherever it lies in frequency (another rotor rate, another
+        # microphone's colour), as the convolutions already treat it
+        self.pool_bands = pool_bands
+        freq_out = 2 if pool_bands else n_mels // 2 ** (len(channels) - 1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(c_in * freq_out, 1)
 
@@ -54,6 +59,8 @@ class DroneCNN(nn.Module):
             local = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
             x = torch.cat((x, x - local), dim=1)
         x = self.features(x).mean(dim=3)  # (batch, channels, freq)
+        if self.pool_bands:
+            x = torch.stack((x.mean(dim=2), x.amax(dim=2)), dim=2)
         return self.head(self.dropout(x.flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

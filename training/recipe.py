@@ -37,6 +37,10 @@ class Recipe:
     def with_epochs(self, epochs: int) -> Recipe:
         return replace(self, train=replace(self.train, epochs=epochs))
 
+    def stopped_after(self, epoch: int) -> Recipe:
+        """The same schedule, ended after `epoch`: as the held-out runs were scored there."""
+        return replace(self, train=replace(self.train, stop_after=epoch))
+
 
 def load_bank(clips: Sequence[Clip], frontend: FrontendConfig, workers: int = 2) -> dict[Path, np.ndarray]:
     """Every clip's audio, mono at the front-end's rate (cached for the process)."""

@@ -42,6 +42,7 @@ class TrainConfig:
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     contrast_bands: int = 0  # odd > 0: a second input channel, each band less its neighbours'
     # mean over this many bands (held out it heard fewer drones: a knob for experiments)
+    pool_bands: bool = False  # the head sees the bands' mean and maximum, not each band
     seed: int = 0
     threads: int = 2
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
@@ -127,7 +128,8 @@ def train(
     rng = np.random.default_rng(config.seed)
     sample, _ = batches(int(rng.integers(2**62)), 256)
     model = DroneCNN(sample.shape[1], float(sample.mean()), float(sample.std()),
-                     channels=config.channels, contrast_bands=config.contrast_bands)
+                     channels=config.channels, contrast_bands=config.contrast_bands,
+                     pool_bands=config.pool_bands)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
