@@ -270,8 +270,8 @@ class AugmentConfig:
     level_dbfs: tuple[float, float] = (-70.0, -15.0)  # RMS of the final window, either class
     tilt_db_per_octave: tuple[float, float] = (-2.0, 2.0)
     # the drone alone (not its bed) through a random smooth response, up to +-this many dB
-    # (`colour`): makes differ in how loud each harmonic is, and so do the microphones that
-    # recorded them; the bed keeps its own colour, so colour itself is no sign of a drone
+    # (`colour`): makes and microphones differ in how loud each harmonic is (6 held out: fewer
+    # unheard drones heard at every epoch from the 8th: a knob for experiments)
     drone_response_db: float = 0.0
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS

@@ -42,7 +42,8 @@ class TrainConfig:
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     contrast_bands: int = 0  # odd > 0: a second input channel, each band less its neighbours'
     # mean over this many bands (held out it heard fewer drones: a knob for experiments)
-    pool_bands: bool = False  # the head sees the bands' mean and maximum, not each band
+    pool_bands: bool = False  # the head sees the bands' mean and maximum, not each band (held
+    # out the ambience scored as high as drones: where a pattern lies in frequency matters)
     seed: int = 0
     threads: int = 2
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
