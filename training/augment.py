@@ -11,6 +11,7 @@ sees the same example twice:
 - `rotor_hum`: a synthetic multirotor (several detuned rotors, blade-pass harmonics with slow
   rpm wander, broadband noise), for the 40-100 Hz hum of large drones missing from the data;
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
+- `colour`: a random smooth response over log frequency (a knob, off: measured held out);
 - `background_stream`: long ambience made of real clips joined end to end.
 
 `FieldSampler` draws training windows from these. audiomentations was weighed: its
