@@ -140,7 +140,11 @@ def tilt(y: np.ndarray, db_per_octave: float, sample_rate: int = SAMPLE_RATE,
          pivot_hz: float = 1000.0) -> np.ndarray:
     """A microphone response tilted by `db_per_octave` around `pivot_hz` (30 Hz-Nyquist)."""
     freqs = np.maximum(np.fft.rfftfreq(len(y), 1.0 / sample_rate), 30.0)
-    gain_db = db_per_octave * np.log2(freqs / pivot_hz)
+    return _through(y, db_per_octave * np.log2(freqs / pivot_hz))
+
+
+def _through(y: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """`y` through a response given in dB at each of its rfft bins."""
     return np.fft.irfft(np.fft.rfft(y) * 10.0 ** (gain_db / 20.0), len(y)).astype(np.float32)
 
 
@@ -150,9 +154,8 @@ def colour(y: np.ndarray, response_db: float, rng: np.random.Generator,
     log frequency (30 Hz-Nyquist), each of random amplitude and phase."""
     freqs = np.clip(np.fft.rfftfreq(len(y), 1.0 / sample_rate), low_hz, sample_rate / 2)
     x = np.pi * np.log2(freqs / low_hz) / np.log2(sample_rate / 2 / low_hz)
-    gain_db = sum(rng.uniform(-1.0, 1.0) * response_db / 3 * np.cos(k * x + rng.uniform(0, 2 * np.pi))
-                  for k in (1, 2, 3))
-    return np.fft.irfft(np.fft.rfft(y) * 10.0 ** (gain_db / 20.0), len(y)).astype(np.float32)
+    return _through(y, sum(rng.uniform(-1.0, 1.0) * response_db / 3
+                           * np.cos(k * x + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3)))
 
 
 def rotor_hum(
