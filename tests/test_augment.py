@@ -3,6 +3,8 @@ hits the SNR asked for, speed changes shift the rotor's pitch, synthetic hum hum
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from nightear_training.augment import (  # noqa: E402
     change_speed,
     colour,
     iso9613_absorption_db_per_m,
+    loud_blocks,
     mix_at_snr,
     propagate,
     rms_db,
@@ -178,3 +181,23 @@ def test_a_paired_negative_is_its_positive_without_the_drone() -> None:
     assert rms_db(positive) - rms_db(negative) == pytest.approx(10.4, abs=0.2)  # 10 dB SNR
     assert peak_hz(positive - negative) == pytest.approx(200.0, abs=2.0)
     assert peak_hz(negative) != pytest.approx(200.0, abs=20.0)
+
+
+def test_positives_are_cut_where_the_drone_is_near_when_asked() -> None:
+    # an outdoor pass: 2 s of the drone overhead, 8 s of the site alone while it is far away
+    rng = np.random.default_rng(9)
+    site = (0.002 * rng.standard_normal(RATE * 10)).astype(np.float32)
+    recording = site.copy()
+    recording[RATE * 6 : RATE * 8] += tone(600.0, 2.0)
+    assert list(loud_blocks(recording, 10.0) / RATE) == pytest.approx(
+        [6.0, 6.25, 6.5, 6.75, 7.0, 7.25, 7.5, 7.75])
+    config = AugmentConfig(lowpass_probability=0.0, speed=(1.0, 1.0), clean_probability=1.0,
+                           tilt_db_per_octave=(0.0, 0.0))
+
+    def share_with_the_drone(loud_crop_db: float) -> float:
+        sampler = FieldSampler([recording], [site], RATE // 2, replace(config, loud_crop_db=loud_crop_db))
+        windows = [sampler.window(rng, True) for _ in range(200)]
+        return float(np.mean([peak_hz(w) == pytest.approx(600.0, abs=5.0) for w in windows]))
+
+    assert share_with_the_drone(10.0) == 1.0
+    assert share_with_the_drone(0.0) < 0.4

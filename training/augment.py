@@ -228,6 +228,24 @@ def random_crop(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return y[start : start + n]
 
 
+def loud_blocks(y: np.ndarray, within_db: float, sample_rate: int = SAMPLE_RATE,
+                band_hz: tuple[float, float] = (200.0, 4000.0), block_s: float = 0.25) -> np.ndarray:
+    """Start samples of the `block_s` blocks of `y` whose level in the rotors' band is within
+    `within_db` of its loudest second (a second, so that one click does not set the bar): where
+    a drone recording holds its drone, not the site's background while the drone is far."""
+    block = max(int(block_s * sample_rate), 1)
+    count = len(y) // block
+    if count < 2:
+        return np.zeros(1, dtype=np.int64)
+    freqs = np.fft.rfftfreq(len(y), 1.0 / sample_rate)
+    band = _through(y, np.where((freqs >= band_hz[0]) & (freqs <= band_hz[1]), 0.0, -120.0))
+    energy = np.square(band[: count * block], dtype=np.float64).reshape(count, block).mean(axis=1)
+    span = min(count, max(int(round(1.0 / block_s)), 1))
+    loudest = np.convolve(energy, np.ones(span) / span, mode="valid").max()
+    level = 10.0 * np.log10(energy + 1e-20)
+    return np.flatnonzero(level >= 10.0 * np.log10(loudest + 1e-20) - within_db) * block
+
+
 Pools = Mapping[str, Sequence[np.ndarray]]  # a name (a drone, a kind of background) -> recordings
 
 # Where negatives and beds are drawn from, and how often: outdoor ambience and outdoor sites
@@ -277,6 +295,11 @@ class AugmentConfig:
     # (`colour`): makes and microphones differ in how loud each harmonic is (6 held out: fewer
     # unheard drones heard at every epoch from the 8th: a knob for experiments)
     drone_response_db: float = 0.0
+    # > 0: a positive is cut around a moment its recording is within this many dB of its
+    # loudest second in the rotors' band (`loud_blocks`), not anywhere: outdoor recordings hold
+    # stretches 20-40 dB quieter where the drone is far and only the site is heard, which
+    # labelled alone would teach that site as a drone
+    loud_crop_db: float = 0.0
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
     synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)
@@ -292,13 +315,30 @@ class _Pool:
     """Recordings of one pool, drawn in proportion to the square root of their length: long
     ambience more often than a 1-s clip, but not in proportion."""
 
-    def __init__(self, recordings: list[np.ndarray]):
+    def __init__(self, recordings: list[np.ndarray], loud_db: float = 0.0,
+                 sample_rate: int = SAMPLE_RATE):
         self.recordings = recordings
+        self.block = int(0.25 * sample_rate)
+        self.loud = ([loud_blocks(r, loud_db, sample_rate) for r in recordings]
+                     if loud_db > 0 else None)
         root = np.sqrt(np.array([max(len(r), 1) for r in recordings], dtype=np.float64))
         self.weights = root / root.sum()
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
-        return self.recordings[rng.choice(len(self.recordings), p=self.weights)]
+        return self.recordings[self.draw_index(rng)]
+
+    def draw_index(self, rng: np.random.Generator) -> int:
+        return int(rng.choice(len(self.recordings), p=self.weights))
+
+    def crop(self, index: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """`n` samples of recording `index`: anywhere, or around one of its loud blocks."""
+        y = self.recordings[index]
+        if self.loud is None or len(y) <= n:
+            return random_crop(y, n, rng)
+        starts = self.loud[index]
+        centre = int(starts[rng.integers(len(starts))]) + int(rng.integers(0, self.block))
+        start = min(max(centre - n // 2, 0), len(y) - n)
+        return y[start : start + n]
 
 
 class FieldSampler:
@@ -319,7 +359,7 @@ class FieldSampler:
         background_pools = _as_pools(backgrounds, "ambience")
         if not drone_pools or not background_pools:
             raise ValueError("FieldSampler needs at least one drone and one background recording")
-        self.drones = [_Pool(v) for _, v in sorted(drone_pools.items())]
+        self.drones = [_Pool(v, config.loud_crop_db, sample_rate) for _, v in sorted(drone_pools.items())]
         self.n_samples, self.config, self.sample_rate = n_samples, config, sample_rate
         weights = dict(config.background_pools)
         names = sorted(background_pools)
@@ -349,19 +389,23 @@ class FieldSampler:
 
     def _drone(self, rng: np.random.Generator) -> np.ndarray:
         c = self.config
+        take: Callable[[int], np.ndarray]
         if self.synthetic and rng.random() < c.synthetic_probability:
             low, high = c.speed
             source = self.synthetic[rng.integers(len(self.synthetic))]
+            take = lambda n: random_crop(source, n, rng)  # noqa: E731
         else:
             low, high = c.large_drone_speed if rng.random() < c.large_drone_probability else c.speed
-            source = self.drones[rng.integers(len(self.drones))].draw(rng)
+            pool = self.drones[rng.integers(len(self.drones))]
+            index = pool.draw_index(rng)
+            take = lambda n: pool.crop(index, n, rng)  # noqa: E731
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
         if c.speed_wander <= 0:
-            return self._played_at(factor, lambda n: random_crop(source, n, rng))
+            return self._played_at(factor, take)
         # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy
         wander = rng.uniform(0.0, c.speed_wander)
         longer = int(np.ceil(self.n_samples * (1.0 + wander))) + 2
-        y = self._played_at(factor, lambda n: random_crop(source, n, rng), longer)
+        y = self._played_at(factor, take, longer)
         return wander_speed(y, self.n_samples, wander, rng, self.sample_rate)
 
     def _played_at(self, factor: float, take: Callable[[int], np.ndarray],
