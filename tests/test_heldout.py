@@ -12,7 +12,7 @@ pytest.importorskip("torch", reason="training tests need the 'train' extra")
 
 from nightear.decision import DecisionConfig  # noqa: E402
 from nightear.sources import WavSource  # noqa: E402
-from nightear_training.augment import FieldSampler, rms_db  # noqa: E402
+from nightear_training.augment import FieldSampler  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
 from nightear_training.evaluate import count_events, threshold_for_rate  # noqa: E402
 from nightear_training.heldout import (  # noqa: E402
@@ -28,6 +28,7 @@ from nightear_training.heldout import (  # noqa: E402
     poisson_interval,
     table,
 )
+from nightear_training.propagation import rms_db  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 
 RATE = 16000

@@ -30,12 +30,13 @@ from scipy.stats import chi2
 
 from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
-from nightear_training.augment import absorb, background_stream, random_crop, rms_db
+from nightear_training.augment import background_stream, random_crop
 from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
 from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
 from nightear_training.lab import lab_test_clips
 from nightear_training.model import DroneCNN
+from nightear_training.propagation import absorb, rms_db
 from nightear_training.recipe import Recipe, train_recipe
 from nightear_training.train import torch_scorer
 
