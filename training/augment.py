@@ -13,6 +13,8 @@ sees the same example twice:
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
 - `colour`: a random smooth response over log frequency (a knob, off: measured held out);
 - `background_stream`: long ambience made of real clips joined end to end.
+- `loud_blocks`: where a drone recording holds its drone, for cutting positives there (a
+  knob, off: measured held out).
 
 `FieldSampler` draws training windows from these. audiomentations was weighed: its
 AirAbsorption is, in its own words, not scientifically accurate and stops at 100 m, its
