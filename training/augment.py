@@ -12,7 +12,7 @@ sees the same example twice:
   rpm wander, broadband noise), for the 40-100 Hz hum of large drones missing from the data;
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
 - `colour`: a random smooth response over log frequency (a knob, off: measured held out);
-- `background_stream`: long ambience made of real clips joined end to end.
+- `background_stream`: long ambience made of real clips joined end to end;
 - `loud_blocks`: where a drone recording holds its drone, for cutting positives there (a
   knob, off: measured held out).
 
@@ -136,8 +136,11 @@ def random_crop(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return y[start : start + n]
 
 
+LOUD_BLOCK_S = 0.25  # the grain of `loud_blocks`, and of the crops cut around them
+
+
 def loud_blocks(y: np.ndarray, within_db: float, sample_rate: int = SAMPLE_RATE,
-                band_hz: tuple[float, float] = (200.0, 4000.0), block_s: float = 0.25) -> np.ndarray:
+                band_hz: tuple[float, float] = (200.0, 4000.0), block_s: float = LOUD_BLOCK_S) -> np.ndarray:
     """Start samples of the `block_s` blocks of `y` whose level in the rotors' band is within
     `within_db` of its loudest second (a second, so that one click does not set the bar): where
     a drone recording holds its drone, not the site's background while the drone is far."""
@@ -227,7 +230,7 @@ class _Pool:
     def __init__(self, recordings: list[np.ndarray], loud_db: float = 0.0,
                  sample_rate: int = SAMPLE_RATE):
         self.recordings = recordings
-        self.block = int(0.25 * sample_rate)
+        self.block = max(int(LOUD_BLOCK_S * sample_rate), 1)  # as `loud_blocks` cuts them
         self.loud = ([loud_blocks(r, loud_db, sample_rate) for r in recordings]
                      if loud_db > 0 else None)
         root = np.sqrt(np.array([max(len(r), 1) for r in recordings], dtype=np.float64))
