@@ -172,3 +172,24 @@ def test_positives_are_cut_where_the_drone_is_near_when_asked() -> None:
 
     assert share_with_the_drone(10.0) == 1.0
     assert share_with_the_drone(0.0) < 0.4
+
+
+def test_batches_hold_the_share_of_drone_windows_asked_for() -> None:
+    # a 2 kHz "drone" in quiet noise: the drone windows are the ones whose loudest band is 2 kHz
+    from nightear.frontend import FrontendConfig, librosa_mel_basis, log_mel
+    from nightear_training.train import SampledBatches
+
+    rng = np.random.default_rng(3)
+    noise = [(0.01 * rng.standard_normal(RATE * 3)).astype(np.float32)]
+    config = AugmentConfig(lowpass_probability=0.0, speed=(1.0, 1.0), background_mix_probability=0.0,
+                           snr_db=(20.0, 20.0), tilt_db_per_octave=(0.0, 0.0))
+    frontend = FrontendConfig()
+    mel = librosa_mel_basis(frontend)
+    drone_band = int(log_mel(tone(2000.0), frontend, mel).mean(axis=1).argmax())
+
+    for share in (0.5, 0.25):
+        sampler = FieldSampler([tone(2000.0, 2.0)], noise, RATE, replace(config, positive_share=share))
+        features, labels = SampledBatches(sampler, frontend, mel)(seed=1, size=48)
+        loudest = features.mean(axis=2).argmax(axis=1)
+        assert labels.mean() == pytest.approx(share)
+        assert list(loudest == drone_band) == list(labels.astype(bool))

@@ -212,6 +212,9 @@ class AugmentConfig:
     # labelled alone would teach that site as a drone (10 and 6 held out: inside the noise
     # between seeds, a second seed below its baseline: a knob for experiments)
     loud_crop_db: float = 0.0
+    # share of training windows that hold a drone; below 0.5 the model meets more of the
+    # ambience it must stay quiet on per step (the interleaving keeps 0.5's draws unchanged)
+    positive_share: float = 0.5
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
     synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)

@@ -68,7 +68,8 @@ class SampledBatches:
 
     def __call__(self, seed: int, size: int) -> Batch:
         rng = np.random.default_rng(seed)
-        labels = np.arange(size) % 2
+        share, i = self.sampler.config.positive_share, np.arange(size)
+        labels = (np.floor((i + 1) * share) - np.floor(i * share)).astype(np.int64)  # 0.5: 0, 1, 0, 1, ...
         if self.sampler.config.paired_negative_probability > 0:  # (negative, positive) pairs
             audio = [y for _ in range(size // 2) for y in self.sampler.pair(rng)[::-1]]
             if size % 2:
