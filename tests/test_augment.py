@@ -193,3 +193,9 @@ def test_batches_hold_the_share_of_drone_windows_asked_for() -> None:
         loudest = features.mean(axis=2).argmax(axis=1)
         assert labels.mean() == pytest.approx(share)
         assert list(loudest == drone_band) == list(labels.astype(bool))
+    # pairs are a negative and a positive each: another share would label them wrongly
+    with pytest.raises(ValueError, match="positive_share must be 0.5, got 0.25"):
+        FieldSampler([tone(2000.0, 2.0)], noise, RATE,
+                     replace(config, positive_share=0.25, paired_negative_probability=0.5))
+    with pytest.raises(ValueError, match="positive_share must lie between 0 and 1, got 1.5"):
+        FieldSampler([tone(2000.0, 2.0)], noise, RATE, replace(config, positive_share=1.5))

@@ -271,6 +271,11 @@ class FieldSampler:
     def __init__(self, drones: Sequence[np.ndarray] | Pools, backgrounds: Sequence[np.ndarray] | Pools,
                  n_samples: int, config: AugmentConfig = AugmentConfig(),
                  sample_rate: int = SAMPLE_RATE, seed: int = 0):
+        if not 0.0 < config.positive_share < 1.0:
+            raise ValueError(f"positive_share must lie between 0 and 1, got {config.positive_share}")
+        if config.paired_negative_probability > 0 and config.positive_share != 0.5:
+            raise ValueError("paired_negative_probability draws a negative for every positive: "
+                             f"positive_share must be 0.5, got {config.positive_share}")
         drone_pools = _as_pools(drones, "drone")
         background_pools = _as_pools(backgrounds, "ambience")
         if not drone_pools or not background_pools:
