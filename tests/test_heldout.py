@@ -15,15 +15,12 @@ from nightear.sources import WavSource  # noqa: E402
 from nightear_training.augment import FieldSampler  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
 from nightear_training.evaluate import count_events, threshold_for_rate  # noqa: E402
-from nightear_training.heldout import (  # noqa: E402
-    FOLDS,
-    Fold,
+from nightear_training.heldout import FOLDS, Fold, fainter, fold_items, held_out  # noqa: E402
+from nightear_training.per_recording import (  # noqa: E402
+    arriving,
     choose,
     event_score,
-    fainter,
     false_alarms,
-    fold_items,
-    held_out,
     low_rate_share,
     poisson_interval,
     table,
@@ -167,6 +164,30 @@ def test_held_out_recordings_are_rescored_under_the_decision_logic_asked_for() -
     per_window = DecisionConfig(smooth_windows=1, open_windows=1)
     assert table(scores, 0.9, per_window)["pooled"]["0"] == {"heard": 1, "of": 1}
     assert low_rate_share(scores, 1.0, per_window) == 1.0 and low_rate_share(scores) == 0.0
+
+
+def test_a_drone_arriving_in_a_stream_is_averaged_with_the_ambience_before_it() -> None:
+    # a recording loud in its first window only: scored alone, the 2-s mean starts afresh and
+    # that window opens an event; arriving after ambience (scored 0.1), the mean holds it back;
+    # a drone loud all through is heard either way
+    ambience = np.full(14400, 0.1)
+    first = np.r_[0.99, np.full(20, 0.1)]
+    steady = np.full(21, 0.99)
+    scores = {"recordings": [(name, group, lvl, p) for name, group, p in (("first", "a", first),
+                                                                           ("steady", "b", steady))
+                             for lvl in (0, -10, -20, -30)],
+              "streams": [("ambience", 3600.0, ambience)], "kinds": [], "lab_clips": []}
+    lead = DecisionConfig().smooth_windows - 1
+    led_in = arriving(scores, lead)
+    assert [len(p) for _, _, _, p in led_in["recordings"]] == [21 + lead] * 8
+    assert table(scores, 0.9)["drones"]["a"]["0"]["heard"] == 1
+    assert table(led_in, 0.9)["drones"]["a"]["0"]["heard"] == 0
+    assert table(led_in, 0.9)["drones"]["b"]["0"]["heard"] == 1
+    assert led_in["streams"] is scores["streams"] and arriving(scores, 0) is scores
+    short = arriving({**scores, "streams": [("ambience", 1.0, np.full(4, 0.1))]}, lead)  # joined, repeated
+    assert table(short, 0.9)["drones"]["a"]["0"]["heard"] == 0
+    with pytest.raises(ValueError, match="no scored ambience"):
+        arriving({**scores, "streams": []}, lead)
 
 
 def test_lab_split_counts_say_of_how_many_drone_and_background_clips() -> None:

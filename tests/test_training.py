@@ -81,6 +81,7 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert held["chosen_epoch"] == 2 and held["threshold"] == info.threshold
     assert set(held["folds"]) <= {"bebop", "mambo", "svanstrom", "purdue"}
     assert set(held["at_threshold"]["drones"]) & {"svanstrom", "phantom"}
+    assert held["at_threshold_arriving"]["pooled"].keys() == held["at_threshold"]["pooled"].keys()
     assert set(saved["field"]["range_m"]) == {"recall_50", "recall_90"}
     lab = saved["lab_test_split"]  # the lab task as 1.0.0 measured it: one model without the split
     assert lab["clips"] > lab["drone_clips"] > 0 and lab["threshold"] == info.threshold
@@ -90,6 +91,7 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
     assert f"accuracy **{lab['accuracy']}** at {lab['threshold']}" in card
     assert "non-commercial" in card and "False alarms per hour" in card and "Leave one drone out" in card
+    assert "As drones arriving in a stream" in card  # the field's view of the same recordings
     report = (tmp_path / "models" / "nightear-drone.report.md").read_text()
     for image in ("roc_pr.png", "false_alarms.png", "recall.png"):
         assert image in report and (tmp_path / "models" / "nightear-drone.report" / image).stat().st_size
@@ -184,3 +186,4 @@ def test_a_contrast_or_band_pooled_model_learns_a_peak_and_exports_to_the_same_s
     session = ort.InferenceSession(str(path))
     onnx_p = session.run(None, {session.get_inputs()[0].name: x[:, None]})[0].reshape(-1)
     assert np.allclose(onnx_p, p, atol=1e-5)
+

@@ -98,6 +98,8 @@ def recordings_sections(metrics: dict[str, Any]) -> list[str]:
                       f"{at['backgrounds']['with_event']} of {at['backgrounds']['of']}; ambience "
                       f"{amb['events']} events in {amb['unique_minutes']} min ({amb['per_hour']} per hour, "
                       f"95% interval {amb['interval95'][0]}-{amb['interval95'][1]}).", ""]
+            if key == "recordings":
+                lines += _arriving_lines({"at_threshold_arriving": metrics.get("recordings_arriving")})
     return lines
 
 
@@ -119,6 +121,18 @@ def _kinds(lab: dict[str, Any], most: int = 5) -> str:
         return ""
     return "".join(f"; {what}: " + (", ".join(f"{k} {n}" for k, n in list(lab[key].items())[:most]) or "none")
                    for what, key in (("over", "over_by_kind"), ("missed", "missed_by_kind")))
+
+
+def _arriving_lines(held: dict[str, Any]) -> list[str]:
+    """The same recordings as drones arriving in a stream (older metrics lack them)."""
+    at = held.get("at_threshold_arriving")
+    if not at:
+        return []
+    heard = " / ".join(_heard(at["pooled"][lvl]) for lvl in LEVEL_NAMES)
+    return [f"As drones arriving in a stream the daemon has been scoring (each recording led in by "
+            f"scored ambience, so its first windows are averaged with it, not alone as a "
+            f"file's first windows are): heard {heard} (as recorded / -10 / -20 / -30 dB) at the "
+            "same threshold.", ""]
 
 
 def heldout_sections(metrics: dict[str, Any]) -> list[str]:
@@ -147,6 +161,7 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         f"**{held['threshold']}**, were chosen here; the shipped model is trained the same "
         "way on every group, so these figures are those of its recipe, not of the file itself.", "",
         *recordings_table(at), "",
+        *_arriving_lines(held),
         f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
         f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
         f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "
@@ -165,9 +180,9 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
                 [[k, v["minutes"], f"{v['share_of_windows']:.2%}", v["events"], v["events_per_hour"]]
                  for k, v in fa["hard_negatives"].items()]), "",
         "### By epoch (each at its own threshold for the target rate)", "",
-        *_table(["epoch", "low-alarm share", "threshold", *LEVEL_NAMES.values(), "helicopters",
-                 "ambience events"],
-                [[e, v.get("low_alarm_share", "-"), v["threshold"],
+        *_table(["epoch", "low-alarm share", "arriving", "threshold", *LEVEL_NAMES.values(),
+                 "helicopters", "ambience events"],
+                [[e, v.get("low_alarm_share", "-"), v.get("low_alarm_share_arriving", "-"), v["threshold"],
                   *(_heard(v["pooled"][lvl]) for lvl in LEVEL_NAMES),
                   f"{v['helicopters']['with_event']}/{v['helicopters']['of']}", v["ambience"]["events"]]
                  for e, v in held["by_epoch"].items()]), "",

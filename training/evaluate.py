@@ -331,6 +331,7 @@ def recording_figures(classifier: OnnxClassifier, data_root: Path | None, extra:
     from nightear_training import heldout
     from nightear_training.build import _subsample
     from nightear_training.data import ALL_SOURCES, load_clips
+    from nightear_training.per_recording import arriving
     from nightear_training.recipe import Recipe, load_bank
 
     recipe = Recipe(frontend=classifier.info.frontend)
@@ -340,8 +341,11 @@ def recording_figures(classifier: OnnxClassifier, data_root: Path | None, extra:
     audio = load_bank([*shared, *extra], classifier.info.frontend)
     basis, threshold = classifier.mel_basis, classifier.info.threshold
     sets = heldout.fold_sets(recipe, shared, audio, basis)
-    out: dict[str, object] = {"recordings": heldout.table(
-        heldout.merge([heldout.score_items(classifier.score, items) for _, _, items in sets]), threshold)}
+    scores = heldout.merge([heldout.score_items(classifier.score, items) for _, _, items in sets])
+    lead = DecisionConfig().smooth_windows - 1  # as drones arriving in a stream
+    out: dict[str, object] = {"recordings": heldout.table(scores, threshold)}
+    if scores["streams"]:
+        out["recordings_arriving"] = heldout.table(arriving(scores, lead), threshold)
     drones = tuple(sorted({c.drone for c in extra if c.is_drone}))
     if drones:
         own = heldout.Fold("new recordings", drones, tuple(sorted({c.source for c in extra})))

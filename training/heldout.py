@@ -17,6 +17,9 @@ exactly that, with models that never trained on what they are tested on:
   negatives per kind;
 - scored after several epochs of the same run, so epochs and threshold are chosen here and not
   on validation AUC of mostly indoor clips.
+
+How the scores are counted (per recording, per hour, the low-alarm share) is
+`per_recording`'s.
 """
 
 from __future__ import annotations
@@ -26,21 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import chi2
 
 from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.augment import background_stream, random_crop
 from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
-from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
+from nightear_training.evaluate import threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
 from nightear_training.lab import lab_test_clips
 from nightear_training.model import DroneCNN
+from nightear_training.per_recording import (
+    LEVELS_DB,
+    Scores,
+    arriving,
+    choose,
+    false_alarms,
+    low_rate_share,
+    table,
+)
 from nightear_training.propagation import absorb, rms_db
 from nightear_training.recipe import Recipe, train_recipe
 from nightear_training.train import torch_scorer
 
-LEVELS_DB = (0, -10, -20, -30)  # as recorded, then fainter
 RECORDED_AT_M = 50.0  # assumed distance of a recorded drone: -10 dB is 108 m further, -30 dB 1.5 km
 BED_BELOW_DB = 20.0  # held-out ambience under the recording's own RMS level
 MAX_RECORDINGS_PER_DRONE = 20  # the indoor toys have hundreds: keep each drone's weight near equal
@@ -63,11 +73,6 @@ HARD_NEGATIVES = {  # kind of sound -> the data's kinds that hold it
     "frogs": ("esc50:frog", "ambience:animals:frog", "ambience:frog:"),
     "urban and machinery": NOT_FIELD_AMBIENCE,
 }
-# Above 0.99 the grid is even in logit (0.2 apart, to 0.9999): steps of 0.001 near 0.999 are 0.7
-# in logit, and one such step decided between an ambience event and a missed drone.
-THRESHOLDS = np.unique(np.round(np.concatenate((
-    np.linspace(0.5, 0.9, 9), np.linspace(0.91, 0.98, 8),
-    1.0 / (1.0 + np.exp(-np.linspace(np.log(99.0), np.log(9999.0), 24))))), 5))
 
 
 @dataclass(frozen=True)
@@ -100,27 +105,6 @@ def held_out(fold: Fold, clips: Sequence[Clip], folds: Sequence[Fold] = FOLDS) -
     return [c for c in clips if c.source in fold.sources
             or (c.is_drone and c.drone in fold.drones)
             or (not c.is_drone and fold_of_negative(c, folds) == fold.name)]
-
-
-def poisson_interval(count: int, hours: float) -> tuple[float, float]:
-    """Exact (Garwood) 95% interval of a rate per hour from `count` events in `hours`."""
-    low = 0.0 if count == 0 else float(chi2.ppf(0.025, 2 * count)) / 2
-    high = float(chi2.ppf(0.975, 2 * count + 2)) / 2
-    return round(low / hours, 3), round(high / hours, 3)
-
-
-def event_score(probs: np.ndarray, decision: DecisionConfig = DecisionConfig()) -> float:
-    """The highest threshold at which the decision logic opens an event on these window
-    probabilities: the best `open_windows`-long run's lowest (smoothed) probability."""
-    p = np.asarray(probs, dtype=np.float64)
-    if decision.smooth_windows > 1:
-        kernel = np.ones(decision.smooth_windows)
-        p = np.convolve(p, kernel)[: len(p)] / np.minimum(np.arange(1, len(p) + 1), len(kernel))
-    k = decision.open_windows
-    if len(p) < k:
-        return 0.0
-    runs = np.lib.stride_tricks.sliding_window_view(p, k)
-    return float(runs.min(axis=1).max())
 
 
 def fainter(recording: np.ndarray, bed: np.ndarray, level_db: float, sample_rate: int) -> np.ndarray:
@@ -225,9 +209,6 @@ def fold_items(fold: Fold, held: Sequence[Clip], audio: dict[Path, np.ndarray], 
     return items
 
 
-Scores = dict[str, list]  # "recordings": [(name, group, level, window probs)], "streams", "kinds", ...
-
-
 def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems) -> Scores:
     """Window probabilities of every item by one model (recordings, streams, kinds), and each
     lab clip's mean: the decision logic is applied later, so any settings can be rescored."""
@@ -246,101 +227,6 @@ def merge(scores: Sequence[Scores]) -> Scores:
     """The folds' scores as one out-of-fold set."""
     return {key: [x for s in scores for x in s.get(key, [])]
             for key in ("recordings", "streams", "kinds", "lab_clips")}
-
-
-def false_alarms(scores: Scores, thresholds: Sequence[float] = tuple(THRESHOLDS),
-                 decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
-    """Events per hour of out-of-fold ambience against the threshold."""
-    streams = [p for _, _, p in scores["streams"]]
-    seconds: dict[str, float] = {}
-    for source, secs, _ in scores["streams"]:
-        seconds[source] = seconds.get(source, 0.0) + secs
-    hours = sum(seconds.values()) / 3600.0
-    curve = [{**point, "interval95": poisson_interval(int(point["events"]), hours)}
-             for point in false_alarm_curve(streams, hours, thresholds, decision)]
-    return {"unique_minutes": round(hours * 60, 1),
-            "minutes_by_source": {k: round(v / 60, 1) for k, v in sorted(seconds.items())},
-            "curve": curve}
-
-
-def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
-    """At one threshold: per drone and level, recordings heard; helicopters and backgrounds
-    with an event; ambience events per hour; hard negatives per kind."""
-    heard: dict[str, dict[str, list[int]]] = {}
-    for _, group, level, p in scores["recordings"]:
-        heard.setdefault(group, {}).setdefault(str(level), [0, 0])
-        heard[group][str(level)][0] += int(event_score(p, decision) >= threshold)
-        heard[group][str(level)][1] += 1
-    drones = {g: {lvl: {"heard": h, "of": n} for lvl, (h, n) in v.items()}
-              for g, v in heard.items() if g not in ("helicopter", "background")}
-    certain = [g for g in drones if "uncertain" not in g]
-    pooled = {str(lvl): {"heard": sum(drones[g][str(lvl)]["heard"] for g in certain),
-                         "of": sum(drones[g][str(lvl)]["of"] for g in certain)} for lvl in LEVELS_DB}
-    mean_share = {str(lvl): round(float(np.mean([drones[g][str(lvl)]["heard"] / drones[g][str(lvl)]["of"]
-                                                 for g in certain])), 3) for lvl in LEVELS_DB}
-    hours = sum(secs for _, secs, _ in scores["streams"]) / 3600.0
-    events = count_events([p for _, _, p in scores["streams"]], threshold, decision)
-    kinds: dict[str, dict[str, float]] = {}
-    for kind, secs, p in scores["kinds"]:
-        k = kinds.setdefault(kind, {"seconds": 0.0, "windows": 0, "over": 0, "events": 0})
-        k["seconds"] += secs
-        k["windows"] += len(p)
-        k["over"] += int((p >= threshold).sum())
-        k["events"] += count_events([p], threshold, decision)
-    lab = scores.get("lab_clips", [])
-    lab_right = sum(int((p >= threshold) == (label == "drone")) for _, label, p in lab)
-    return {
-        "threshold": round(threshold, 5),
-        "lab_test_split": {"clips": len(lab), "accuracy": round(lab_right / len(lab), 4) if lab else None,
-                           "drone_clips": sum(int(y == "drone") for _, y, _ in lab),
-                           "drone_clips_missed": sum(int(p < threshold) for _, y, p in lab if y == "drone"),
-                           "background_clips_over": sum(int(p >= threshold) for _, y, p in lab
-                                                        if y != "drone")},
-        "drones": drones, "pooled": pooled, "mean_share_over_drones": mean_share,
-        "helicopters": {"with_event": heard.get("helicopter", {}).get("0", [0, 0])[0],
-                        "of": heard.get("helicopter", {}).get("0", [0, 0])[1]},
-        "backgrounds": {"with_event": heard.get("background", {}).get("0", [0, 0])[0],
-                        "of": heard.get("background", {}).get("0", [0, 0])[1]},
-        "ambience": {"unique_minutes": round(hours * 60, 1), "events": events,
-                     "per_hour": round(events / hours, 3), "interval95": poisson_interval(events, hours)},
-        "hard_negatives": {kind: {"minutes": round(k["seconds"] / 60, 1),
-                                  "share_of_windows": round(k["over"] / max(k["windows"], 1), 4),
-                                  "events": int(k["events"]),
-                                  "events_per_hour": round(k["events"] / (k["seconds"] / 3600), 2)}
-                           for kind, k in kinds.items()},
-    }
-
-
-LOW_ALARM_MULTIPLES = (1.0, 2.0, 4.0, 8.0)  # of the target rate: the low-alarm end of the curve
-
-
-def low_rate_share(scores: Scores, target_per_hour: float = 1.0,
-                   decision: DecisionConfig = DecisionConfig()) -> float:
-    """Mean over drones of the share heard (as recorded, -10 and -20 dB), averaged over the
-    thresholds for 1, 2, 4 and 8 times `target_per_hour` false alarms per hour: the low-alarm
-    end of the curve, steadier than its single point, which one or two ambience recordings
-    decide."""
-    curve = false_alarms(scores, decision=decision)["curve"]
-    values = []
-    for rate in (target_per_hour * m for m in LOW_ALARM_MULTIPLES):
-        share = table(scores, threshold_for_rate(curve, rate), decision)["mean_share_over_drones"]
-        values.append(np.mean([share["0"], share["-10"], share["-20"]]))
-    return round(float(np.mean(values)), 3)
-
-
-def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float,
-           decision: DecisionConfig = DecisionConfig()) -> tuple[int, float]:
-    """The epoch that hears most held-out drones over the low-alarm end of the curve (the
-    low-alarm share at 1, 2, 4 and 8 times the target rate: the target's point alone is decided
-    by one or two ambience recordings), and its threshold for the target rate. Ties go to the
-    earlier epoch."""
-    best = (-1.0, 0, 0.5)
-    for epoch, scores in sorted(scores_by_epoch.items()):
-        value = low_rate_share(scores, target_per_hour, decision)
-        if value > best[0]:
-            threshold = threshold_for_rate(false_alarms(scores, decision=decision)["curve"], target_per_hour)
-            best = (value, epoch, threshold)
-    return best[1], best[2]
 
 
 def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,
@@ -381,6 +267,7 @@ def leave_one_drone_out(
         train_recipe(recipe, train_clips, [], audio, mel_basis, log=log, on_epoch=on_epoch)
     merged = {e: merge(s) for e, s in by_epoch.items() if s}
     epoch, threshold = choose(merged, target_per_hour)
+    lead = DecisionConfig().smooth_windows - 1  # a drone arriving in a stream: the mean's history
     fa = false_alarms(merged[epoch])
     summary: dict[str, dict[str, object]] = {}
     for e, scores in merged.items():
@@ -389,7 +276,9 @@ def leave_one_drone_out(
         summary[str(e)] = {"threshold": row["threshold"], "pooled": row["pooled"],
                            "mean_share_over_drones": row["mean_share_over_drones"],
                            "helicopters": row["helicopters"], "ambience": row["ambience"],
-                           "low_alarm_share": low_rate_share(scores, target_per_hour)}
+                           "low_alarm_share": low_rate_share(scores, target_per_hour),
+                           "low_alarm_share_arriving": low_rate_share(arriving(scores, lead),
+                                                                      target_per_hour)}
         log(f"epoch {e}: threshold {t:.4f}, low-alarm share {summary[str(e)]['low_alarm_share']}, "
             f"heard {row['mean_share_over_drones']}, "
             f"helicopters {row['helicopters']}, ambience {row['ambience']}")
@@ -397,5 +286,6 @@ def leave_one_drone_out(
         "folds": trained, "epochs_scored": list(merged), "chosen_epoch": epoch,
         "target_per_hour": target_per_hour, "threshold": round(threshold, 5),
         "at_threshold": table(merged[epoch], threshold), "false_alarm_curve": fa,
+        "at_threshold_arriving": table(arriving(merged[epoch], lead), threshold),
         "by_epoch": summary, "scores": merged,
     }
