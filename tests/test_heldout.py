@@ -179,7 +179,12 @@ def test_a_drone_arriving_in_a_stream_is_averaged_with_the_ambience_before_it() 
               "streams": [("ambience", 3600.0, ambience)], "kinds": [], "lab_clips": []}
     lead = DecisionConfig().smooth_windows - 1
     led_in = arriving(scores, lead)
-    assert [len(p) for _, _, _, p in led_in["recordings"]] == [21 + lead] * 8
+    assert [len(p) for _, _, _, p in led_in["recordings"]] == [21 + 2 * lead] * 8
+    quiet = [("quiet", "c", lvl, np.full(21, 0.1)) for lvl in (0, -10, -20, -30)]
+    one_stretch = np.r_[0.99, np.full(lead - 1, 0.1)]  # every lead-in starts with a loud window,
+    loud_lead = arriving({**scores, "streams": [("ambience", 1.0, one_stretch)], "recordings": quiet}, lead)
+    assert all(p[lead] == 0.99 for _, _, _, p in loud_lead["recordings"])
+    assert table(loud_lead, 0.9)["drones"]["c"]["0"]["heard"] == 0  # which is not judged alone
     assert table(scores, 0.9)["drones"]["a"]["0"]["heard"] == 1
     assert table(led_in, 0.9)["drones"]["a"]["0"]["heard"] == 0
     assert table(led_in, 0.9)["drones"]["b"]["0"]["heard"] == 1

@@ -50,7 +50,9 @@ def arriving(scores: Scores, lead_windows: int, seed: int = 0) -> Scores:
     """`scores` with each recording preceded by `lead_windows` windows of scored ambience (a
     random stretch of the out-of-fold streams, joined), as a drone arrives in a stream the daemon
     has been scoring: a recording scored alone starts the moving mean afresh, so its first
-    windows are smoothed over fewer windows than the ambience that sets the threshold."""
+    windows are smoothed over fewer windows than the ambience that sets the threshold. The
+    stretch is itself led in by as many windows scored 0, so that its own first windows are not
+    judged alone either: only a drone, or the ambience at its own rate, opens an event."""
     if lead_windows <= 0:
         return scores
     pool = np.concatenate([np.asarray(p, dtype=np.float64) for _, _, p in scores["streams"]] or [np.zeros(0)])
@@ -58,9 +60,10 @@ def arriving(scores: Scores, lead_windows: int, seed: int = 0) -> Scores:
         raise ValueError("no scored ambience to lead a recording in: the scores hold no stream")
     pool = np.resize(pool, max(len(pool), lead_windows))
     starts = np.random.default_rng(seed).integers(0, len(pool) - lead_windows + 1, len(scores["recordings"]))
-    return {**scores, "recordings": [(name, group, level, np.concatenate((pool[s : s + lead_windows], p)))
-                                     for (name, group, level, p), s in zip(scores["recordings"], starts,
-                                                                            strict=True)]}
+    quiet = np.zeros(lead_windows)
+    return {**scores, "recordings": [
+        (name, group, level, np.concatenate((quiet, pool[s : s + lead_windows], p)))
+        for (name, group, level, p), s in zip(scores["recordings"], starts, strict=True)]}
 
 
 def false_alarms(scores: Scores, thresholds: Sequence[float] = tuple(THRESHOLDS),
