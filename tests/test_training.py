@@ -187,3 +187,37 @@ def test_a_contrast_or_band_pooled_model_learns_a_peak_and_exports_to_the_same_s
     onnx_p = session.run(None, {session.get_inputs()[0].name: x[:, None]})[0].reshape(-1)
     assert np.allclose(onnx_p, p, atol=1e-5)
 
+
+def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_their_shares() -> None:
+    from nightear_training.train import mixup, torch_scorer, train
+
+    quiet = np.full((64, 97), -80.0, np.float32)
+    drone = quiet.copy()
+    drone[20:24] = -20.0  # a loud band, the whole window far louder than the quiet one
+    band, bed = 10.0 ** (-20.0 / 10), 10.0 ** (-80.0 / 10)
+    level = (4 * band + 60 * bed) / 64
+    mixed_any = False
+    for seed in range(20):
+        mixed, soft = mixup(np.stack([quiet, drone]), np.array([0, 1]), 1.0, np.random.default_rng(seed))
+        for i in (0, 1):
+            share = float(soft[i])  # the drone window's share of window i
+            if 0.01 < share < 0.99:  # mixed: each window at the same level, then weighted
+                mixed_any = True
+                contrast = (share * band / level + (1 - share)) / (share * bed / level + (1 - share))
+                assert mixed[i, 21, 0] - mixed[i, 50, 0] == pytest.approx(10 * np.log10(contrast), abs=0.01)
+    assert mixed_any
+    same, same_labels = mixup(np.stack([drone, drone]), np.array([1, 1]), 0.4, np.random.default_rng(0))
+    assert np.allclose(same, drone, atol=1e-3) and np.all(same_labels == 1)  # a sound with itself
+
+    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        y = np.arange(size) % 2
+        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+        x[y == 1, 20:24, :] += 40.0
+        return x, y
+
+    model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16,
+                                                           mixup_alpha=0.4), log=lambda _: None)
+    x, y = batches(99, 32)
+    p = torch_scorer(model)(x)
+    assert p[y == 1].min() > p[y == 0].max()  # trained on mixtures, it still tells the two apart
