@@ -180,6 +180,8 @@ def test_a_drone_arriving_in_a_stream_is_averaged_with_the_ambience_before_it() 
     lead = DecisionConfig().smooth_windows - 1
     led_in = arriving(scores, lead)
     assert [len(p) for _, _, _, p in led_in["recordings"]] == [21 + 2 * lead] * 8
+    assert all(np.array_equal(p, q) for (_, _, _, p), (_, _, _, q)  # the daemon's history by default
+               in zip(arriving(scores)["recordings"], led_in["recordings"], strict=True))
     quiet = [("quiet", "c", lvl, np.full(21, 0.1)) for lvl in (0, -10, -20, -30)]
     one_stretch = np.r_[0.99, np.full(lead - 1, 0.1)]  # every lead-in starts with a loud window,
     loud_lead = arriving({**scores, "streams": [("ambience", 1.0, one_stretch)], "recordings": quiet}, lead)

@@ -99,7 +99,7 @@ def recordings_sections(metrics: dict[str, Any]) -> list[str]:
                       f"{amb['events']} events in {amb['unique_minutes']} min ({amb['per_hour']} per hour, "
                       f"95% interval {amb['interval95'][0]}-{amb['interval95'][1]}).", ""]
             if key == "recordings":
-                lines += _arriving_lines({"at_threshold_arriving": metrics.get("recordings_arriving")})
+                lines += _arriving_lines(metrics.get("recordings_arriving"))
     return lines
 
 
@@ -123,9 +123,8 @@ def _kinds(lab: dict[str, Any], most: int = 5) -> str:
                    for what, key in (("over", "over_by_kind"), ("missed", "missed_by_kind")))
 
 
-def _arriving_lines(held: dict[str, Any]) -> list[str]:
+def _arriving_lines(at: dict[str, Any] | None) -> list[str]:
     """The same recordings as drones arriving in a stream (older metrics lack them)."""
-    at = held.get("at_threshold_arriving")
     if not at:
         return []
     heard = " / ".join(_heard(at["pooled"][lvl]) for lvl in LEVEL_NAMES)
@@ -161,7 +160,7 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         f"**{held['threshold']}**, were chosen here; the shipped model is trained the same "
         "way on every group, so these figures are those of its recipe, not of the file itself.", "",
         *recordings_table(at), "",
-        *_arriving_lines(held),
+        *_arriving_lines(held.get("at_threshold_arriving")),
         f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
         f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
         f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "

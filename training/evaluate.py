@@ -342,10 +342,9 @@ def recording_figures(classifier: OnnxClassifier, data_root: Path | None, extra:
     basis, threshold = classifier.mel_basis, classifier.info.threshold
     sets = heldout.fold_sets(recipe, shared, audio, basis)
     scores = heldout.merge([heldout.score_items(classifier.score, items) for _, _, items in sets])
-    lead = DecisionConfig().smooth_windows - 1  # as drones arriving in a stream
     out: dict[str, object] = {"recordings": heldout.table(scores, threshold)}
     if scores["streams"]:
-        out["recordings_arriving"] = heldout.table(arriving(scores, lead), threshold)
+        out["recordings_arriving"] = heldout.table(arriving(scores), threshold)  # as drones arriving
     drones = tuple(sorted({c.drone for c in extra if c.is_drone}))
     if drones:
         own = heldout.Fold("new recordings", drones, tuple(sorted({c.source for c in extra})))

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.augment import background_stream, random_crop
 from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
@@ -267,7 +266,6 @@ def leave_one_drone_out(
         train_recipe(recipe, train_clips, [], audio, mel_basis, log=log, on_epoch=on_epoch)
     merged = {e: merge(s) for e, s in by_epoch.items() if s}
     epoch, threshold = choose(merged, target_per_hour)
-    lead = DecisionConfig().smooth_windows - 1  # a drone arriving in a stream: the mean's history
     fa = false_alarms(merged[epoch])
     summary: dict[str, dict[str, object]] = {}
     for e, scores in merged.items():
@@ -277,8 +275,7 @@ def leave_one_drone_out(
                            "mean_share_over_drones": row["mean_share_over_drones"],
                            "helicopters": row["helicopters"], "ambience": row["ambience"],
                            "low_alarm_share": low_rate_share(scores, target_per_hour),
-                           "low_alarm_share_arriving": low_rate_share(arriving(scores, lead),
-                                                                      target_per_hour)}
+                           "low_alarm_share_arriving": low_rate_share(arriving(scores), target_per_hour)}
         log(f"epoch {e}: threshold {t:.4f}, low-alarm share {summary[str(e)]['low_alarm_share']}, "
             f"heard {row['mean_share_over_drones']}, "
             f"helicopters {row['helicopters']}, ambience {row['ambience']}")
@@ -286,6 +283,6 @@ def leave_one_drone_out(
         "folds": trained, "epochs_scored": list(merged), "chosen_epoch": epoch,
         "target_per_hour": target_per_hour, "threshold": round(threshold, 5),
         "at_threshold": table(merged[epoch], threshold), "false_alarm_curve": fa,
-        "at_threshold_arriving": table(arriving(merged[epoch], lead), threshold),
+        "at_threshold_arriving": table(arriving(merged[epoch]), threshold),
         "by_epoch": summary, "scores": merged,
     }

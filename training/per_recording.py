@@ -46,11 +46,13 @@ def event_score(probs: np.ndarray, decision: DecisionConfig = DecisionConfig()) 
     return float(runs.min(axis=1).max())
 
 
-def arriving(scores: Scores, lead_windows: int, seed: int = 0) -> Scores:
+def arriving(scores: Scores, lead_windows: int = DecisionConfig().smooth_windows - 1,
+             seed: int = 0) -> Scores:
     """`scores` with each recording preceded by `lead_windows` windows of scored ambience (a
     random stretch of the out-of-fold streams, joined), as a drone arrives in a stream the daemon
     has been scoring: a recording scored alone starts the moving mean afresh, so its first
-    windows are smoothed over fewer windows than the ambience that sets the threshold. The
+    windows are smoothed over fewer windows than the ambience that sets the threshold (by
+    default the daemon's mean's history: one window fewer than it averages). The
     stretch is itself led in by as many windows scored 0, so that its own first windows are not
     judged alone either: only a drone, or the ambience at its own rate, opens an event."""
     if lead_windows <= 0:
