@@ -162,8 +162,8 @@ def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> 
     assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
 
 
-@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}])
-def test_a_contrast_or_band_pooled_model_learns_a_peak_and_exports_to_the_same_scores(
+@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}, {"level_free": True}])
+def test_a_contrast_band_pooled_or_level_free_model_learns_a_peak_and_exports_to_the_same_scores(
         tmp_path: Path, knob: dict[str, object]) -> None:
     from nightear_training.export import export_onnx
     from nightear_training.train import torch_scorer, train
@@ -180,6 +180,8 @@ def test_a_contrast_or_band_pooled_model_learns_a_peak_and_exports_to_the_same_s
     x, y = batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()
+    if knob.get("level_free"):  # a microphone 20 dB hotter changes nothing
+        assert np.allclose(torch_scorer(model)(x + 20.0), p, atol=1e-5)
     path = export_onnx(model, tmp_path / "knob.onnx", 64, 97, {})
     import onnxruntime as ort
 

@@ -32,13 +32,16 @@ class DroneCNN(nn.Module):
 
     def __init__(self, n_mels: int, mean_db: float = -60.0, std_db: float = 20.0,
                  channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, contrast_bands: int = 0,
-                 pool_bands: bool = False):
+                 pool_bands: bool = False, level_free: bool = False):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
         if contrast_bands < 0 or contrast_bands % 2 == 0 and contrast_bands:
             raise ValueError(f"contrast_bands must be 0 or odd, got {contrast_bands}")
         self.contrast_bands = contrast_bands
+        # level_free: each window less its own mean dB, so a microphone's gain and a drone's
+        # distance move nothing but the SNR (the training levels span -70 to -15 dBFS anyway)
+        self.level_free = level_free
         blocks, c_in = [], 2 if contrast_bands else 1
         for i, c_out in enumerate(channels):
             blocks.append(_block(c_in, c_out, pool=i < len(channels) - 1))
@@ -53,7 +56,8 @@ class DroneCNN(nn.Module):
         self.head = nn.Linear(c_in * freq_out, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean_db) / self.std_db
+        centre = x.mean(dim=(2, 3), keepdim=True) if self.level_free else self.mean_db
+        x = (x - centre) / self.std_db
         if self.contrast_bands:  # a second channel: each band less its neighbours' mean (dB)
             k = self.contrast_bands
             local = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)

@@ -44,6 +44,7 @@ class TrainConfig:
     # mean over this many bands (held out it heard fewer drones: a knob for experiments)
     pool_bands: bool = False  # the head sees the bands' mean and maximum, not each band (held
     # out the ambience scored as high as drones: where a pattern lies in frequency matters)
+    level_free: bool = False  # each window less its own mean dB inside the network
     seed: int = 0
     threads: int = 2
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
@@ -150,7 +151,7 @@ def train(
     sample, _ = batches(int(rng.integers(2**62)), 256)
     model = DroneCNN(sample.shape[1], float(sample.mean()), float(sample.std()),
                      channels=config.channels, contrast_bands=config.contrast_bands,
-                     pool_bands=config.pool_bands)
+                     pool_bands=config.pool_bands, level_free=config.level_free)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
