@@ -44,7 +44,8 @@ class TrainConfig:
     # mean over this many bands (held out it heard fewer drones: a knob for experiments)
     pool_bands: bool = False  # the head sees the bands' mean and maximum, not each band (held
     # out the ambience scored as high as drones: where a pattern lies in frequency matters)
-    level_free: bool = False  # each window less its own mean dB inside the network
+    level_free: bool = False  # each window less its own mean dB inside the network (held out
+    # it heard fewer unmet drones, ambience scored higher: a knob for experiments, off)
     seed: int = 0
     threads: int = 2
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
