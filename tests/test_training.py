@@ -190,6 +190,43 @@ def test_a_contrast_band_pooled_or_level_free_model_learns_a_peak_and_exports_to
     assert np.allclose(onnx_p, p, atol=1e-5)
 
 
+def test_hard_negatives_replays_the_negatives_scored_most_like_a_drone_and_never_positives() -> None:
+    from nightear_training.train import HardNegatives, torch_scorer, train
+
+    ring = HardNegatives(0.5, capacity=8, per_batch=2)
+    labels = np.arange(8) % 2  # 0, 1, 0, 1, ...
+    features = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((8, 4, 5), np.float32)
+    logits = np.array([0.1, 9.0, 3.0, 9.0, -2.0, 9.0, 5.0, 9.0])  # positives score highest
+    none = np.zeros(8, dtype=bool)
+    rng = np.random.default_rng(0)
+    same, replaced = ring.replay(features, labels, rng)
+    assert same is features and not replaced.any()  # an empty ring replays nothing
+    ring.keep(features, labels, logits, none)
+    assert sorted(float(w[0, 0]) for w in ring.ring) == [2.0, 6.0]  # the two highest negatives
+    out, replaced = ring.replay(features, labels, rng)
+    assert replaced.sum() == 2 and not replaced[labels == 1].any()  # half the 4 negatives
+    assert set(out[replaced, 0, 0]) <= {2.0, 6.0} and np.array_equal(out[~replaced], features[~replaced])
+    ring.keep(out, labels, np.where(replaced, 99.0, logits), replaced)  # replayed ones score top
+    fresh = sorted(float(v) for v in out[(labels == 0) & ~replaced, 0, 0])
+    assert sorted(float(w[0, 0]) for w in ring.ring[2:]) == fresh  # yet only fresh ones are kept
+    with pytest.raises(ValueError, match="hard_negatives"):
+        HardNegatives(1.0)
+
+    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # rare negatives half a drone
+        r = np.random.default_rng(seed)
+        y = np.arange(size) % 2
+        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+        x[y == 1, 20:24, :] += 40.0
+        x[(y == 0) & (r.random(size) < 0.1), 20:22, :] += 40.0
+        return x, y
+
+    model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16,
+                                                           hard_negatives=0.25), log=lambda _: None)
+    x, y = batches(99, 64)
+    p = torch_scorer(model)(x)
+    assert p[y == 1].min() > p[y == 0].max()  # trained with replayed negatives, it still separates
+
+
 def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_their_shares() -> None:
     from nightear_training.train import mixup, torch_scorer, train
 

@@ -51,6 +51,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
     mixup_alpha: float = 0.0  # > 0: each window mixed with another of its batch (`mixup`); held
     # out (0.4) it heard fewer unmet drones on two seeds: a knob for experiments, off
+    hard_negatives: float = 0.0  # > 0: this share of each batch's negatives replayed from the
+    # ones recent batches scored most like a drone (`HardNegatives`)
 
 
 @dataclass
@@ -81,6 +83,49 @@ class SampledBatches:
         else:
             audio = [self.sampler.window(rng, bool(y)) for y in labels]
         return np.stack([log_mel(y, self.frontend, self.mel_basis) for y in audio]), labels
+
+
+class HardNegatives:
+    """The negatives that recent batches scored most like a drone, replayed in later batches in
+    place of fresh ones: the ambience that sets the threshold (a hum, a buzz) is one window in
+    thousands of fresh draws, and is met again here until the network scores it low.
+
+    Each batch gives its `per_batch` highest-scoring fresh negatives to a ring of `capacity`
+    windows (unmasked features); once a quarter full, `share` of each batch's negatives are
+    drawn from it. Replayed windows are not kept again, so the ring does not fill with copies.
+    """
+
+    def __init__(self, share: float, capacity: int = 512, per_batch: int = 4):
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"hard_negatives must lie in [0, 1), got {share}")
+        self.share, self.capacity, self.per_batch = share, capacity, per_batch
+        self.ring: list[np.ndarray] = []
+        self._next = 0
+
+    def replay(self, features: np.ndarray, labels: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The batch with some negatives replaced, and a mask of the replaced windows."""
+        replaced = np.zeros(len(labels), dtype=bool)
+        negatives = np.flatnonzero(labels == 0)
+        k = int(round(self.share * len(negatives)))
+        if k == 0 or len(self.ring) < self.capacity // 4:
+            return features, replaced
+        slots = rng.choice(negatives, k, replace=False)
+        out = features.copy()
+        out[slots] = np.stack([self.ring[j] for j in rng.integers(len(self.ring), size=k)])
+        replaced[slots] = True
+        return out, replaced
+
+    def keep(self, features: np.ndarray, labels: np.ndarray, logits: np.ndarray,
+             replaced: np.ndarray) -> None:
+        """Remember the fresh negatives of this batch the network scored highest."""
+        fresh = np.flatnonzero((labels == 0) & ~replaced)
+        for i in fresh[np.argsort(-logits[fresh], kind="stable")[: self.per_batch]]:
+            if len(self.ring) < self.capacity:
+                self.ring.append(features[i].copy())
+            else:
+                self.ring[self._next] = features[i].copy()
+                self._next = (self._next + 1) % self.capacity
 
 
 def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
@@ -161,10 +206,12 @@ def train(
     history, best_auc = History(), -1.0
     ema = copy.deepcopy(model) if config.ema_decay > 0 else None
     scored = ema if ema is not None else model
+    hard = HardNegatives(config.hard_negatives) if config.hard_negatives > 0 else None
     with ThreadPoolExecutor(max_workers=1) as pool:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            loss = _train_epoch(model, optimiser, schedule, loss_fn, batches, pool, config, rng, ema)
+            loss = _train_epoch(model, optimiser, schedule, loss_fn, batches, pool, config, rng, ema,
+                                hard)
             history.train_loss.append(loss)
             line = f"epoch {epoch:3d}/{config.epochs}  loss {loss:.4f}"
             if len(val_features) and 0 < val_labels.sum() < len(val_labels):
@@ -191,7 +238,7 @@ def _train_epoch(
     model: DroneCNN, optimiser: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
     batches: Callable[[int, int], Batch], pool: ThreadPoolExecutor, config: TrainConfig,
-    rng: np.random.Generator, ema: DroneCNN | None = None,
+    rng: np.random.Generator, ema: DroneCNN | None = None, hard: HardNegatives | None = None,
 ) -> float:
     model.train()
     seeds = rng.integers(2**62, size=config.batches_per_epoch)
@@ -201,12 +248,17 @@ def _train_epoch(
         features, labels = pending.result()
         if i + 1 < config.batches_per_epoch:
             pending = pool.submit(batches, int(seeds[i + 1]), config.batch_size)
+        if hard is not None:
+            features, replaced = hard.replay(features, labels, rng)
         if config.mixup_alpha > 0:
             features, labels = mixup(features, labels, config.mixup_alpha, rng)
         x = torch.from_numpy(spec_mask(features, config, rng)[:, None])
         y = torch.from_numpy(labels.astype(np.float32))[:, None]
         optimiser.zero_grad()
-        loss = loss_fn(model.logits(x), y)
+        logits = model.logits(x)
+        loss = loss_fn(logits, y)
+        if hard is not None:
+            hard.keep(features, labels, logits.detach().numpy().reshape(-1), replaced)
         loss.backward()
         optimiser.step()
         schedule.step()
