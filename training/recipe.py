@@ -61,10 +61,13 @@ def clip_log_mels(clips: Sequence[Clip], audio: dict[Path, np.ndarray], frontend
 
 def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path, np.ndarray],
                   seed: int) -> FieldSampler:
-    """The sampler over these clips: drones by make and site, backgrounds by pool."""
+    """The sampler over these clips: drones by make and site (but the kinds the recipe leaves
+    out of the positives), backgrounds by pool."""
     drones: dict[str, list[np.ndarray]] = {}
     backgrounds: dict[str, list[np.ndarray]] = {}
     for c in train_clips:
+        if c.is_drone and c.kind.endswith(recipe.augment.drone_kinds_out):
+            continue
         (drones.setdefault(c.drone, []) if c.is_drone
          else backgrounds.setdefault(c.pool, [])).append(audio[c.path])
     return FieldSampler(drones, backgrounds, recipe.frontend.samples_for_frames(recipe.train.window_frames),
