@@ -219,6 +219,7 @@ class AugmentConfig:
     # drone clips whose kind ends with one of these are not drawn as positives (still scored):
     # (":mixed",) leaves out DroneAudioDataset's toys its authors mixed with ESC-50 noise, so a
     # positive holds a drone in a field bed and not ESC-50's sounds, which are negatives too
+    # (held out: a share inside the noise, under its baselines; a knob for experiments, off)
     drone_kinds_out: tuple[str, ...] = ()
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
