@@ -14,6 +14,7 @@ from nightear_training.augment import (  # noqa: E402
     AugmentConfig,
     FieldSampler,
     background_stream,
+    broadband,
     change_speed,
     colour,
     loud_blocks,
@@ -79,6 +80,39 @@ def test_colour_reshapes_the_harmonics_within_its_bound() -> None:
     assert np.abs(first).max() <= 6.0 and np.abs(second).max() <= 6.0
     assert np.ptp(first) > 1.0 and np.abs(first - second).max() > 1.0
     assert np.abs(gains_db(colour(comb, 0.0, rng))).max() < 1e-3
+
+
+def test_broadband_lowers_the_rotor_lines_over_the_noise_between_them() -> None:
+    # a make whose lines stand less far over its own noise: the lines stay where they were,
+    # the noise between them rises with the ratio asked for, the spectrum's shape is kept
+    noise = 1e-4 * np.random.default_rng(2).standard_normal(RATE)
+    hum = sum(tone(150.0 * k) / k for k in range(1, 13)) + noise
+    freqs = np.fft.rfftfreq(len(hum), 1 / RATE)
+    band = (freqs > 100) & (freqs < 2000)
+
+    def prominence_db(y: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(y))[band] ** 2
+        return float(10 * np.log10(power.max() / np.median(power)))
+
+    rng = np.random.default_rng(3)
+    raised = [broadband(hum, ratio, rng) for ratio in (-10.0, 0.0, 10.0)]
+    prominence = [prominence_db(y) for y in (hum, *raised)]
+    assert prominence[0] > 35.0 and all(np.diff(prominence) < -5.0)
+    assert all(peak_hz(y) == pytest.approx(peak_hz(hum), abs=3.0) for y in raised)
+    assert rms_db(raised[1] - hum) == pytest.approx(rms_db(hum), abs=0.1)
+    octave = [(freqs >= lo) & (freqs < 2 * lo) for lo in (125.0, 250.0, 500.0, 1000.0)]
+    levels = [[10 * np.log10(np.sum(np.abs(np.fft.rfft(y))[m] ** 2)) for m in octave]
+              for y in (hum, raised[1])]
+    assert np.ptp(np.subtract(*levels)) < 3.0  # about 3 dB more in every octave
+    # the sampler's knob: positives drawn from the same comb, with and without it
+    steady = AugmentConfig(clean_probability=1.0, lowpass_probability=0.0, speed=(1.0, 1.0),
+                           tilt_db_per_octave=(0.0, 0.0))
+    drawn = {p: np.median([prominence_db(FieldSampler([hum.astype(np.float32)], [noise], RATE,
+                                                      replace(steady, broadband_probability=p))
+                                         .window(np.random.default_rng(i), drone=True))
+                           for i in range(8)])
+             for p in (0.0, 1.0)}
+    assert drawn[0.0] > 35.0 and drawn[1.0] < drawn[0.0] - 5.0
 
 
 def test_background_stream_uses_each_clip_once() -> None:
