@@ -225,7 +225,8 @@ class AugmentConfig:
     drone_response_db: float = 0.0
     # share of positives whose drone gets its own broadband noise (`broadband`) at a ratio
     # drawn from `broadband_db`: held-out outdoor drones no recipe heard show rotor lines 9-34 dB
-    # over their spectrum's median, the trained ones 40-51 dB
+    # over their spectrum's median, the trained ones 40-51 dB (0.5 held out: a lower share, the
+    # outdoor drones no better heard, more ambience scored high: a knob for experiments, off)
     broadband_probability: float = 0.0
     broadband_db: tuple[float, float] = (-10.0, 10.0)
     # > 0: a positive is cut around a moment its recording is within this many dB of its
