@@ -115,6 +115,27 @@ def test_broadband_lowers_the_rotor_lines_over_the_noise_between_them() -> None:
     assert drawn[0.0] > 35.0 and drawn[1.0] < drawn[0.0] - 5.0
 
 
+def test_a_split_rotor_comb_adds_a_second_comb_at_the_ratio_asked_for() -> None:
+    # one recording's comb and, when asked, the same comb 1.2x higher a few dB under it
+    steady = AugmentConfig(clean_probability=1.0, lowpass_probability=0.0, speed=(1.0, 1.0),
+                           tilt_db_per_octave=(0.0, 0.0), rotor_split=(1.2, 1.2), rotor_split_db=(-3.0, -3.0))
+    bed = [(1e-4 * np.random.default_rng(5).standard_normal(RATE)).astype(np.float32)]
+
+    def line_db(y: np.ndarray, hz: float) -> float:
+        spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+        freqs = np.fft.rfftfreq(len(y), 1 / RATE)
+        return float(20 * np.log10(spectrum[np.abs(freqs - hz) < 4].max() / np.median(spectrum)))
+
+    for p in (0.0, 1.0):
+        y = FieldSampler([tone(200.0, 2.0)], bed, RATE, replace(steady, rotor_split_probability=p)).window(
+            np.random.default_rng(6), drone=True)
+        assert line_db(y, 200.0) > 40.0
+        if p:
+            assert line_db(y, 240.0) == pytest.approx(line_db(y, 200.0) - 3.0, abs=1.5)
+        else:
+            assert line_db(y, 240.0) < line_db(y, 200.0) - 30.0
+
+
 def test_background_stream_uses_each_clip_once() -> None:
     clips = [np.full(1600, i + 1, dtype=np.float32) for i in range(3)]
     stream = background_stream(clips)

@@ -205,6 +205,13 @@ class AugmentConfig:
     # (Doppler): the speed drifts within a window by up to +-this share (0: held steady; 0.15
     # held out heard fewer unheard drones at every epoch from the 10th: a knob for experiments)
     speed_wander: float = 0.0
+    # a multirotor holding against wind or turning spins some rotors faster than others: its
+    # comb splits in two. A share of the positives get a second crop of their recording played
+    # faster by a ratio from `rotor_split`, `rotor_split_db` against the first (the toys hover
+    # in still air with matched rotors; outdoor drones show dense, doubled combs)
+    rotor_split_probability: float = 0.0
+    rotor_split: tuple[float, float] = (1.03, 1.25)
+    rotor_split_db: tuple[float, float] = (-6.0, 0.0)
     # share of negatives that are a positive's own bed at the same gain, without its drone, so
     # the only difference between the two is the drone (0.5 held out: unheard drones and
     # ambience both scored higher, fewer heard at 1 alarm/h: a knob for experiments)
@@ -350,7 +357,11 @@ class FieldSampler:
             take = lambda n: pool.crop(index, n, rng)  # noqa: E731
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
         if c.speed_wander <= 0:
-            return self._played_at(factor, take)
+            y = self._played_at(factor, take)
+            if c.rotor_split_probability > 0 and rng.random() < c.rotor_split_probability:
+                ratio = float(np.exp(rng.uniform(*np.log(c.rotor_split))))
+                y = mix_at_snr(self._played_at(factor * ratio, take), y, rng.uniform(*c.rotor_split_db))
+            return y
         # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy
         wander = rng.uniform(0.0, c.speed_wander)
         longer = int(np.ceil(self.n_samples * (1.0 + wander))) + 2
