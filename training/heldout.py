@@ -229,8 +229,10 @@ def merge(scores: Sequence[Scores]) -> Scores:
 
 
 def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,
-              folds: Sequence[Fold] = FOLDS) -> list[tuple[Fold, list[Clip], FoldItems]]:
-    """Per fold: the clips its model trains on (every group but the fold's) and its items."""
+              folds: Sequence[Fold] = FOLDS, items_seed: int | None = None,
+              ) -> list[tuple[Fold, list[Clip], FoldItems]]:
+    """Per fold: the clips its model trains on (every group but the fold's) and its items (the
+    recordings drawn and made fainter with `items_seed`, by default the recipe's seed)."""
     usable = [c for c in clips if c.split != EXCLUDED]
     out = []
     for fold in folds:
@@ -238,23 +240,24 @@ def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarra
         held_paths = {c.path for c in held}
         train_clips = [c for c in usable if c.path not in held_paths]
         if any(c.is_drone for c in held) and any(c.is_drone for c in train_clips):
-            out.append((fold, train_clips, fold_items(fold, held, audio, recipe, mel_basis,
-                                                      seed=recipe.train.seed)))
+            seed = recipe.train.seed if items_seed is None else items_seed
+            out.append((fold, train_clips, fold_items(fold, held, audio, recipe, mel_basis, seed=seed)))
     return out
 
 
 def leave_one_drone_out(
     recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,
     epochs: Sequence[int], target_per_hour: float = 1.0, folds: Sequence[Fold] = FOLDS,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, items_seed: int | None = None,
 ) -> dict[str, object]:
     """Train one model per fold on every group but the fold's, score its held-out items after
     each of `epochs`; choose the epoch and threshold; return the figures at that choice and the
     per-epoch summaries (`scores` holds every scored epoch's raw out-of-fold scores, by epoch,
-    for other thresholds)."""
+    for other thresholds). `items_seed` draws the held-out recordings apart from the training
+    seed: runs of several seeds then score the very same recordings, to compare or average."""
     by_epoch: dict[int, list[Scores]] = {e: [] for e in epochs}
     trained: dict[str, int] = {}
-    for fold, train_clips, items in fold_sets(recipe, clips, audio, mel_basis, folds):
+    for fold, train_clips, items in fold_sets(recipe, clips, audio, mel_basis, folds, items_seed):
         trained[fold.name] = len(train_clips)
         log(f"leave {fold.name} out: {len(train_clips)} training clips, {len(items.recordings)} "
             f"held-out recordings, {sum(s.seconds for s in items.streams) / 60:.1f} min of ambience")
