@@ -13,7 +13,8 @@ sees the same example twice:
 - `tilt`: a microphone's response tilted by up to a few dB per octave;
 - `colour`: a random smooth response over log frequency (a knob, off: measured held out);
 - `broadband`: a drone's own broadband noise raised under its rotor lines, for makes whose
-  lines stand less far over their noise than the trained drones' do;
+  lines stand less far over their noise than the trained drones' do (a knob, off: measured
+  held out);
 - `background_stream`: long ambience made of real clips joined end to end;
 - `loud_blocks`: where a drone recording holds its drone, for cutting positives there (a
   knob, off: measured held out).
@@ -72,7 +73,7 @@ def broadband(y: np.ndarray, ratio_db: float, rng: np.random.Generator,
               sample_rate: int = SAMPLE_RATE, octaves: float = 0.5) -> np.ndarray:
     """`y` plus noise of its own spectrum smoothed over `octaves` (random phases), the noise
     `ratio_db` above `y`: the same sound with its tonal lines standing less far over the noise
-    between them, as propellers and frames other than the trained ones sound."""
+    between them, as drones of other propellers and frames may sound."""
     power = np.square(np.abs(np.fft.rfft(y)), dtype=np.float64)
     freqs = np.fft.rfftfreq(len(y), 1.0 / sample_rate)
     cum = np.concatenate(([0.0], np.cumsum(power)))
@@ -208,7 +209,8 @@ class AugmentConfig:
     # a multirotor holding against wind or turning spins some rotors faster than others: its
     # comb splits in two. A share of the positives get a second crop of their recording played
     # faster by a ratio from `rotor_split`, `rotor_split_db` against the first (the toys hover
-    # in still air with matched rotors; outdoor drones show dense, doubled combs)
+    # in still air with matched rotors; unheard outdoor drones show dense combs). 0.5 held out,
+    # two seeds on the same recordings: lower at 11 of 12 epochs: a knob for experiments, off
     rotor_split_probability: float = 0.0
     rotor_split: tuple[float, float] = (1.03, 1.25)
     rotor_split_db: tuple[float, float] = (-6.0, 0.0)
@@ -231,8 +233,8 @@ class AugmentConfig:
     # unheard drones heard at every epoch from the 8th: a knob for experiments)
     drone_response_db: float = 0.0
     # share of positives whose drone gets its own broadband noise (`broadband`) at a ratio
-    # drawn from `broadband_db`: held-out outdoor drones no recipe heard show rotor lines 9-34 dB
-    # over their spectrum's median, the trained ones 40-51 dB (0.5 held out: a lower share, the
+    # drawn from `broadband_db`: the Svanstrom drones' rotor lines stand 9-34 dB over their
+    # spectrum's median, Purdue's Phantoms' 40-51 dB (0.5 held out: a lower share, the
     # outdoor drones no better heard, more ambience scored high: a knob for experiments, off)
     broadband_probability: float = 0.0
     broadband_db: tuple[float, float] = (-10.0, 10.0)
@@ -388,14 +390,13 @@ class FieldSampler:
 
     def _audible_drone(self, rng: np.random.Generator) -> np.ndarray:
         """A drone as it arrives: its speed, and in some the air's absorption over a distance."""
-        y = self._drone(rng)
-        c = self.config
+        y, c = self._drone(rng), self.config
         if c.broadband_probability > 0 and rng.random() < c.broadband_probability:
             y = broadband(y, rng.uniform(*c.broadband_db), rng, self.sample_rate)
-        if self.config.drone_response_db > 0:
-            y = colour(y, self.config.drone_response_db, rng, self.sample_rate)
-        if rng.random() < self.config.lowpass_probability:
-            y = absorb(y, rng.uniform(*self.config.distance_m), self.sample_rate)
+        if c.drone_response_db > 0:
+            y = colour(y, c.drone_response_db, rng, self.sample_rate)
+        if rng.random() < c.lowpass_probability:
+            y = absorb(y, rng.uniform(*c.distance_m), self.sample_rate)
         return y
 
     def window(self, rng: np.random.Generator, drone: bool) -> np.ndarray:
