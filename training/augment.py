@@ -360,15 +360,15 @@ class FieldSampler:
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
         if c.speed_wander <= 0:
             y = self._played_at(factor, take)
-            if c.rotor_split_probability > 0 and rng.random() < c.rotor_split_probability:
-                ratio = float(np.exp(rng.uniform(*np.log(c.rotor_split))))
-                y = mix_at_snr(self._played_at(factor * ratio, take), y, rng.uniform(*c.rotor_split_db))
-            return y
-        # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy
-        wander = rng.uniform(0.0, c.speed_wander)
-        longer = int(np.ceil(self.n_samples * (1.0 + wander))) + 2
-        y = self._played_at(factor, take, longer)
-        return wander_speed(y, self.n_samples, wander, rng, self.sample_rate)
+        else:  # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy
+            wander = rng.uniform(0.0, c.speed_wander)
+            longer = int(np.ceil(self.n_samples * (1.0 + wander))) + 2
+            y = wander_speed(self._played_at(factor, take, longer), self.n_samples, wander, rng,
+                             self.sample_rate)
+        if c.rotor_split_probability > 0 and rng.random() < c.rotor_split_probability:
+            ratio = float(np.exp(rng.uniform(*np.log(c.rotor_split))))
+            y = mix_at_snr(self._played_at(factor * ratio, take), y, rng.uniform(*c.rotor_split_db))
+        return y
 
     def _played_at(self, factor: float, take: Callable[[int], np.ndarray],
                    n: int | None = None) -> np.ndarray:

@@ -234,13 +234,13 @@ def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarra
     """Per fold: the clips its model trains on (every group but the fold's) and its items (the
     recordings drawn and made fainter with `items_seed`, by default the recipe's seed)."""
     usable = [c for c in clips if c.split != EXCLUDED]
+    seed = recipe.train.seed if items_seed is None else items_seed
     out = []
     for fold in folds:
         held = held_out(fold, clips, folds)
         held_paths = {c.path for c in held}
         train_clips = [c for c in usable if c.path not in held_paths]
         if any(c.is_drone for c in held) and any(c.is_drone for c in train_clips):
-            seed = recipe.train.seed if items_seed is None else items_seed
             out.append((fold, train_clips, fold_items(fold, held, audio, recipe, mel_basis, seed=seed)))
     return out
 
