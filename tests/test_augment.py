@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch", reason="training tests need the 'train' extra")
 
-from nightear_training.augment import (  # noqa: E402
-    AugmentConfig,
-    FieldSampler,
+from nightear_training.augment import AugmentConfig, FieldSampler  # noqa: E402
+from nightear_training.propagation import rms_db  # noqa: E402
+from nightear_training.signals import (  # noqa: E402
     background_stream,
     broadband,
     change_speed,
@@ -23,7 +23,6 @@ from nightear_training.augment import (  # noqa: E402
     tilt,
     wander_speed,
 )
-from nightear_training.propagation import rms_db  # noqa: E402
 
 RATE = 16000
 

@@ -27,8 +27,8 @@ from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
 from nightear.geometry import PRESETS, ArrayGeometry, ArraySettings, plane_wave
 from nightear.pipeline import Pipeline
-from nightear_training.augment import random_crop
 from nightear_training.propagation import SAMPLE_RATE, Scene, ambience_at, rms_db
+from nightear_training.signals import random_crop
 
 SNRS_DB = (-20, -15, -10, -5, 0, 5, 10, 20)
 RECALL_PRESET = "respeaker-4mic"

@@ -22,11 +22,11 @@ from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear.frontend import FrontendConfig, MelBasis, log_mel
 from nightear.pipeline import Detector
-from nightear_training.augment import change_speed, mix_at_snr, random_crop
 from nightear_training.data import EXCLUDED, Clip
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
 from nightear_training.propagation import Scene, ambience_at, at_distance, drone_at
 from nightear_training.quantize import agreement
+from nightear_training.signals import change_speed, mix_at_snr, random_crop
 
 
 def clip_metrics(

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from nightear.frontend import MelBasis, log_mel
-from nightear_training.augment import background_stream, random_crop
 from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
 from nightear_training.evaluate import threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
@@ -48,6 +47,7 @@ from nightear_training.per_recording import (
 )
 from nightear_training.propagation import absorb, rms_db
 from nightear_training.recipe import Recipe, train_recipe
+from nightear_training.signals import background_stream, random_crop
 from nightear_training.train import torch_scorer
 
 RECORDED_AT_M = 50.0  # assumed distance of a recorded drone: -10 dB is 108 m further, -30 dB 1.5 km
