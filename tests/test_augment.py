@@ -198,7 +198,7 @@ def test_a_paired_negative_is_its_positive_without_the_drone() -> None:
     rng = np.random.default_rng(7)
     drones = [tone(200.0, 2.0)]
     noise = [(0.1 * rng.standard_normal(RATE * 3)).astype(np.float32)]
-    config = AugmentConfig(paired_negative_probability=1.0, lowpass_probability=0.0,
+    config = AugmentConfig(paired_negative_probability=1.0, positive_share=0.5, lowpass_probability=0.0,
                            speed=(1.0, 1.0), background_mix_probability=0.0, snr_db=(10.0, 10.0),
                            tilt_db_per_octave=(0.0, 0.0))
     positive, negative = FieldSampler(drones, noise, RATE, config).pair(rng)

@@ -40,7 +40,7 @@ from nightear_training.recipe import Recipe, clip_log_mels, field_sampler, load_
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "3.3.0"
+MODEL_VERSION = "3.4.0"
 CALIBRATION_WINDOWS = 512
 @dataclass(frozen=True)
 class BuildConfig:
