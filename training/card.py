@@ -226,8 +226,10 @@ def field_sections(metrics: dict[str, Any]) -> list[str]:
 
 def _recipe_text(a: dict[str, Any]) -> str:
     pools = ", ".join(f"{name} {weight:.0%}" for name, weight in a["background_pools"])
+    share = a.get("positive_share", 0.5)  # metrics written before the knob held half
     return (
-        "Trained on examples drawn afresh every batch, half drone, half background. A drone is "
+        f"Trained on examples drawn afresh every batch, {share:.0%} drone, {1 - share:.0%} "
+        "background. A drone is "
         "drawn first (Bebop, Mambo, the Svanstrom quadcopters, the Phantoms, the Iris: each as "
         "often as the others), then one of its recordings, sped up or slowed by "
         f"{a['speed'][0]}-{a['speed'][1]}x ({a['large_drone_probability']:.0%} slowed to a large "
