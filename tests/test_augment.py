@@ -13,6 +13,7 @@ pytest.importorskip("torch", reason="training tests need the 'train' extra")
 from nightear_training.augment import AugmentConfig, FieldSampler  # noqa: E402
 from nightear_training.propagation import rms_db  # noqa: E402
 from nightear_training.signals import (  # noqa: E402
+    audibility,
     background_stream,
     broadband,
     change_speed,
@@ -253,3 +254,38 @@ def test_batches_hold_the_share_of_drone_windows_asked_for() -> None:
                      replace(config, positive_share=0.25, paired_negative_probability=0.5))
     with pytest.raises(ValueError, match="positive_share must lie between 0 and 1, got 1.5"):
         FieldSampler([tone(2000.0, 2.0)], noise, RATE, replace(config, positive_share=1.5))
+
+
+def test_positives_are_labelled_by_how_well_their_drone_is_heard_when_asked() -> None:
+    # a 600 Hz line over white noise: at the same broadband SNR a line stands far higher in its
+    # own band than noise spread over all of them would
+    rng = np.random.default_rng(11)
+    bed = (0.1 * rng.standard_normal(RATE)).astype(np.float32)
+    line = tone(600.0) + tone(1200.0) + tone(1800.0)
+    spread = (0.1 * rng.standard_normal(RATE)).astype(np.float32)
+    heard = {name: audibility(mix_at_snr(y, bed, 0.0) - bed, bed)
+             for name, y in (("line", line), ("spread", spread))}
+    assert heard["spread"] == pytest.approx(0.0, abs=1.5) and heard["line"] > heard["spread"] + 6.0
+
+    from nightear.frontend import FrontendConfig, librosa_mel_basis
+    from nightear_training.train import SampledBatches
+
+    config = AugmentConfig(lowpass_probability=0.0, speed=(1.0, 1.0), background_mix_probability=0.0,
+                           tilt_db_per_octave=(0.0, 0.0), positive_share=0.5)
+    comb = tone(600.0, 2.0) + tone(1200.0, 2.0) + tone(1800.0, 2.0)
+    sampler = FieldSampler([comb], [bed], RATE // 2,
+                           replace(config, snr_db=(-40.0, 10.0), audible_db=(0.0, 6.0)))
+    labels = np.array([sampler.labelled_window(rng, True)[1] for _ in range(200)])
+    assert labels.min() == 0.0 and labels.max() == 1.0 and 0.0 < labels.mean() < 1.0
+    assert ((labels > 0) & (labels < 1)).any()  # a ramp, not a cut
+    # labels follow the SNR: the same draws, every drone 10 dB louder, are heard more often
+    louder = FieldSampler([comb], [bed], RATE // 2,
+                          replace(config, snr_db=(-30.0, 20.0), audible_db=(0.0, 6.0)))
+    assert np.mean([louder.labelled_window(rng, True)[1] for _ in range(200)]) > labels.mean()
+    assert sampler.labelled_window(rng, False)[1] == 0.0
+    # without audible_db, every positive is a 1 and batches hold 0/1 labels as before
+    frontend = FrontendConfig()
+    _, soft = SampledBatches(sampler, frontend, librosa_mel_basis(frontend))(seed=2, size=16)
+    plain = FieldSampler([comb], [bed], RATE // 2, replace(config, snr_db=(-40.0, 10.0)))
+    _, hard = SampledBatches(plain, frontend, librosa_mel_basis(frontend))(seed=2, size=16)
+    assert set(hard.tolist()) == {0, 1} and soft[0::2].max() == 0.0 and soft[1::2].min() < 1.0

@@ -14,6 +14,7 @@ import numpy as np
 from nightear_training.propagation import SAMPLE_RATE, absorb, rms_db
 from nightear_training.signals import (
     LOUD_BLOCK_S,
+    audibility,
     broadband,
     change_speed,
     colour,
@@ -104,6 +105,12 @@ class AugmentConfig:
     # positive holds a drone in a field bed and not ESC-50's sounds, which are negatives too
     # (held out: a share inside the noise, under its baselines; a knob for experiments, off)
     drone_kinds_out: tuple[str, ...] = ()
+    # (low, high) dB: a positive is labelled by how well its drone can be heard over its bed
+    # (`audibility`: its third-best third-octave band), 0 at `low` and under, 1 at `high` and
+    # over, a soft label in between: with it the SNR may reach under 0 dB, where a drone is heard
+    # over some beds and lost under others (at -10 to 20 dB with (0, 6), 11% of positives are
+    # labelled 0 and 12% in between; at 0-20 dB, 2% and 6%). None: every positive labelled 1
+    audible_db: tuple[float, float] | None = None
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
     synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)
@@ -252,11 +259,22 @@ class FieldSampler:
 
     def window(self, rng: np.random.Generator, drone: bool) -> np.ndarray:
         """One example of `n_samples` at a random level."""
+        return self.labelled_window(rng, drone)[0]
+
+    def labelled_window(self, rng: np.random.Generator, drone: bool) -> tuple[np.ndarray, float]:
+        """One example and its label: 1 for a drone (or, with `audible_db`, how well it can be
+        heard over its bed), 0 for background alone."""
         c = self.config
+        label = float(drone)
         if drone:
             y = self._audible_drone(rng)
             if rng.random() >= c.clean_probability:
-                y = mix_at_snr(y, self._background(rng, bed=True), rng.uniform(*c.snr_db))
+                bed = self._background(rng, bed=True)
+                y = mix_at_snr(y, bed, rng.uniform(*c.snr_db))
+                if c.audible_db is not None:
+                    low, high = c.audible_db
+                    heard_db = audibility(y - bed, bed, self.sample_rate)
+                    label = float(np.clip((heard_db - low) / (high - low), 0.0, 1.0))
         elif c.negative_speed_probability > 0 and rng.random() < c.negative_speed_probability:
             factor = float(np.exp(rng.uniform(np.log(c.speed[0]), np.log(c.speed[1]))))
             y = self._played_at(factor, lambda n: self._background(rng, n=n))
@@ -264,7 +282,7 @@ class FieldSampler:
             y = self._background(rng)
         if not drone and c.negative_lowpass_probability > 0 and rng.random() < c.negative_lowpass_probability:
             y = absorb(y, rng.uniform(*c.distance_m), self.sample_rate)
-        return self._heard(rng, y)[0]
+        return self._heard(rng, y)[0], label
 
     def _heard(self, rng: np.random.Generator, y: np.ndarray, *alike: np.ndarray) -> list[np.ndarray]:
         """`y`, and `alike` with it, through one microphone tilt and one gain that sets `y` to a

@@ -14,7 +14,9 @@ wind and insects, perhaps another make spinning its rotors at another rate), on 
   held out);
 - `background_stream`: long ambience made of real clips joined end to end;
 - `loud_blocks`: where a drone recording holds its drone, for cutting positives there (a
-  knob, off: measured held out).
+  knob, off: measured held out);
+- `audibility`: how far a drone stands over its bed in the bands where it stands highest, for
+  labelling positives by what can be heard of them (a knob, off: measured held out).
 
 `augment.FieldSampler` draws training windows with these. audiomentations was weighed: its
 AirAbsorption is, in its own words, not scientifically accurate and stops at 100 m, its
@@ -169,3 +171,28 @@ def loud_blocks(y: np.ndarray, within_db: float, sample_rate: int = SAMPLE_RATE,
     loudest = np.convolve(energy, np.ones(span) / span, mode="valid").max()
     level = 10.0 * np.log10(energy + 1e-20)
     return np.flatnonzero(level >= 10.0 * np.log10(loudest + 1e-20) - within_db) * block
+
+
+def audibility(drone: np.ndarray, bed: np.ndarray, sample_rate: int = SAMPLE_RATE,
+               band_hz: tuple[float, float] = (100.0, 8000.0), per_octave: int = 3, rank: int = 3,
+               n_fft: int = 512) -> float:
+    """dB by which `drone` stands over `bed` (both as mixed, same length) in its `rank`-th best
+    band of 1/`per_octave` octave, their power averaged over Hann frames of `n_fft` (as the
+    front-end resolves them): a comb of a few strong lines is heard where they stand over the
+    bed, however far under it the drone's total power lies (the third band, not the first, so
+    that one line the bed happens to lack is not enough)."""
+    def power(x: np.ndarray) -> np.ndarray:
+        frames = np.lib.stride_tricks.sliding_window_view(np.resize(x, max(len(x), n_fft)), n_fft)
+        spectra = np.fft.rfft(frames[:: n_fft // 2] * np.hanning(n_fft), axis=1)
+        return np.square(np.abs(spectra)).mean(axis=0)
+
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    bands = int(np.log2(band_hz[1] / band_hz[0]) * per_octave)
+    edges = band_hz[0] * 2.0 ** (np.arange(bands + 1) / per_octave)
+    index = np.searchsorted(edges, freqs, side="right") - 1
+    inside = (index >= 0) & (index < bands)
+    occupied = np.bincount(index[inside], minlength=bands) > 0  # low bands narrower than a bin
+    drone_power, bed_power = (np.bincount(index[inside], power(x)[inside], bands)[occupied]
+                              for x in (drone, bed))
+    ratio = np.sort(10.0 * np.log10((drone_power + 1e-20) / (bed_power + 1e-20)))
+    return float(ratio[-min(rank, len(ratio))])
