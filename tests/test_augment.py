@@ -289,3 +289,20 @@ def test_positives_are_labelled_by_how_well_their_drone_is_heard_when_asked() ->
     plain = FieldSampler([comb], [bed], RATE // 2, replace(config, snr_db=(-40.0, 10.0)))
     _, hard = SampledBatches(plain, frontend, librosa_mel_basis(frontend))(seed=2, size=16)
     assert set(hard.tolist()) == {0, 1} and soft[0::2].max() == 0.0 and soft[1::2].min() < 1.0
+
+
+def test_drones_are_drawn_by_the_weights_asked_for() -> None:
+    # an indoor toy and an outdoor drone, told apart by their pitch
+    rng = np.random.default_rng(5)
+    noise = [(0.001 * rng.standard_normal(RATE * 2)).astype(np.float32)]
+    drones = {"toy": [tone(2000.0, 2.0)], "outdoor": [tone(300.0, 2.0)]}
+    config = AugmentConfig(lowpass_probability=0.0, speed=(1.0, 1.0), snr_db=(20.0, 20.0),
+                           tilt_db_per_octave=(0.0, 0.0), background_mix_probability=0.0)
+
+    def toy_share(weights: tuple[tuple[str, float], ...]) -> float:
+        sampler = FieldSampler(drones, noise, RATE // 2, replace(config, drone_weights=weights))
+        return float(np.mean([peak_hz(sampler.window(rng, True)) > 1000.0 for _ in range(400)]))
+
+    assert toy_share(()) == pytest.approx(0.5, abs=0.08)
+    assert toy_share((("toy", 1.0), ("outdoor", 3.0))) == pytest.approx(0.25, abs=0.07)
+    assert toy_share((("toy", 0.5),)) == pytest.approx(1 / 3, abs=0.08)  # unnamed drones weigh 1

@@ -111,6 +111,11 @@ class AugmentConfig:
     # over some beds and lost under others (at -10 to 20 dB with (0, 6), 11% of positives are
     # labelled 0 and 12% in between; at 0-20 dB, 2% and 6%). None: every positive labelled 1
     audible_db: tuple[float, float] | None = None
+    # (drone, weight) pairs: how often each drone is drawn as a positive against the others
+    # (drones not named weigh 1): DroneAudioDataset's two indoor toys are two of the five
+    # drones, so with each drawn alike half the positives of a fold are toys hovering indoors
+    # while every drone the field meets flies outdoors. (): every drone alike
+    drone_weights: tuple[tuple[str, float], ...] = ()
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
     synthetic_bank: int = 120  # synthetic multirotors made once, 2 s each (synthesis is slow)
@@ -176,6 +181,8 @@ class FieldSampler:
         if not drone_pools or not background_pools:
             raise ValueError("FieldSampler needs at least one drone and one background recording")
         self.drones = [_Pool(v, config.loud_crop_db, sample_rate) for _, v in sorted(drone_pools.items())]
+        drone_weights = np.array([dict(config.drone_weights).get(k, 1.0) for k in sorted(drone_pools)])
+        self._drone_p = drone_weights / drone_weights.sum() if config.drone_weights else None
         self.n_samples, self.config, self.sample_rate = n_samples, config, sample_rate
         weights = dict(config.background_pools)
         names = sorted(background_pools)
@@ -212,7 +219,8 @@ class FieldSampler:
             take = lambda n: random_crop(source, n, rng)  # noqa: E731
         else:
             low, high = c.large_drone_speed if rng.random() < c.large_drone_probability else c.speed
-            pool = self.drones[rng.integers(len(self.drones))]
+            pool = self.drones[rng.integers(len(self.drones)) if self._drone_p is None
+                               else rng.choice(len(self.drones), p=self._drone_p)]
             index = pool.draw_index(rng)
             take = lambda n: pool.crop(index, n, rng)  # noqa: E731
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
