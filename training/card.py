@@ -227,16 +227,24 @@ def field_sections(metrics: dict[str, Any]) -> list[str]:
 def _recipe_text(a: dict[str, Any]) -> str:
     pools = ", ".join(f"{name} {weight:.0%}" for name, weight in a["background_pools"])
     share = a.get("positive_share", 0.5)  # metrics written before the knob held half
+    weights = dict(a.get("drone_weights") or ())
+    drawn = "each as often as the others" + ("" if not weights else " but " + ", ".join(
+        f"{k} at {v:g}x" for k, v in sorted(weights.items())))
+    audible = a.get("audible_db")
+    labels = ("" if not audible else
+              f" Each positive is labelled by how well its drone is heard over its bed: 0 where its "
+              f"third-best third-octave band stands under {audible[0]:.0f} dB over the bed's, 1 from "
+              f"{audible[1]:.0f} dB, a soft label in between.")
     return (
         f"Trained on examples drawn afresh every batch, {share:.0%} drone, {1 - share:.0%} "
         "background. A drone is "
-        "drawn first (Bebop, Mambo, the Svanstrom quadcopters, the Phantoms, the Iris: each as "
-        "often as the others), then one of its recordings, sped up or slowed by "
+        f"drawn first (Bebop, Mambo, the Svanstrom quadcopters, the Phantoms, the Iris: {drawn}), "
+        "then one of its recordings, sped up or slowed by "
         f"{a['speed'][0]}-{a['speed'][1]}x ({a['large_drone_probability']:.0%} slowed to a large "
         f"multirotor's blade pass, {a['synthetic_probability']:.0%} synthetic); "
         f"{a['lowpass_probability']:.0%} are absorbed over {a['distance_m'][0]:.0f}-"
         f"{a['distance_m'][1]:.0f} m of air (ISO 9613-1), and {1 - a['clean_probability']:.0%} are "
-        f"mixed into real background at {a['snr_db'][0]:.0f} to {a['snr_db'][1]:+.0f} dB SNR. "
+        f"mixed into real background at {a['snr_db'][0]:.0f} to {a['snr_db'][1]:+.0f} dB SNR.{labels} "
         f"Negatives and beds are drawn by kind ({pools}; beds never a helicopter), "
         f"{a['background_mix_probability']:.0%} of them two backgrounds mixed. Every example "
         f"gets a microphone tilt of {a['tilt_db_per_octave'][0]} to {a['tilt_db_per_octave'][1]} "
