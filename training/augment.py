@@ -109,7 +109,9 @@ class AugmentConfig:
     # (`audibility`: its third-best third-octave band), 0 at `low` and under, 1 at `high` and
     # over, a soft label in between: with it the SNR may reach under 0 dB, where a drone is heard
     # over some beds and lost under others (at -10 to 20 dB with (0, 6), 11% of positives are
-    # labelled 0 and 12% in between; at 0-20 dB, 2% and 6%). None: every positive labelled 1
+    # labelled 0 and 12% in between; at 0-20 dB, 2% and 6%). (0, 6) at -10 to 20 dB held out,
+    # two seeds on the same recordings: lower at 10 of 12 epochs: a knob for experiments, off.
+    # None: every positive labelled 1
     audible_db: tuple[float, float] | None = None
     # (drone, weight) pairs: how often each drone is drawn as a positive against the others
     # (drones not named weigh 1): DroneAudioDataset's two indoor toys are two of the five
