@@ -306,3 +306,5 @@ def test_drones_are_drawn_by_the_weights_asked_for() -> None:
     assert toy_share(()) == pytest.approx(0.5, abs=0.08)
     assert toy_share((("toy", 1.0), ("outdoor", 3.0))) == pytest.approx(0.25, abs=0.07)
     assert toy_share((("toy", 0.5),)) == pytest.approx(1 / 3, abs=0.08)  # unnamed drones weigh 1
+    with pytest.raises(ValueError, match="drone_weights must be positive"):
+        FieldSampler(drones, noise, RATE // 2, replace(config, drone_weights=(("toy", 0.0),)))

@@ -116,7 +116,8 @@ class AugmentConfig:
     # (drone, weight) pairs: how often each drone is drawn as a positive against the others
     # (drones not named weigh 1): DroneAudioDataset's two indoor toys are two of the five
     # drones, so with each drawn alike half the positives of a fold are toys hovering indoors
-    # while every drone the field meets flies outdoors. (): every drone alike
+    # while every drone the field meets flies outdoors. Drones named but absent (held out of a
+    # fold) are skipped. (): every drone alike
     drone_weights: tuple[tuple[str, float], ...] = ()
     background_mix_probability: float = 0.3  # a negative (or a bed) made of two backgrounds
     background_pools: tuple[tuple[str, float], ...] = BACKGROUND_POOL_WEIGHTS
@@ -183,6 +184,8 @@ class FieldSampler:
         if not drone_pools or not background_pools:
             raise ValueError("FieldSampler needs at least one drone and one background recording")
         self.drones = [_Pool(v, config.loud_crop_db, sample_rate) for _, v in sorted(drone_pools.items())]
+        if any(w <= 0 for _, w in config.drone_weights):
+            raise ValueError(f"drone_weights must be positive, got {config.drone_weights}")
         drone_weights = np.array([dict(config.drone_weights).get(k, 1.0) for k in sorted(drone_pools)])
         self._drone_p = drone_weights / drone_weights.sum() if config.drone_weights else None
         self.n_samples, self.config, self.sample_rate = n_samples, config, sample_rate

@@ -23,7 +23,7 @@ from nightear_training.augment import FieldSampler
 from nightear_training.features import WINDOW_FRAMES, clip_windows
 from nightear_training.model import CHANNELS, DroneCNN
 
-Batch = tuple[np.ndarray, np.ndarray]  # (n, n_mels, frames) float32 dB, (n,) labels 0/1
+Batch = tuple[np.ndarray, np.ndarray]  # (n, n_mels, frames) float32 dB, (n,) labels 0/1 (soft: audible_db)
 
 
 @dataclass(frozen=True)
