@@ -187,7 +187,8 @@ class FieldSampler:
         self.drones = [_Pool(v, config.loud_crop_db, sample_rate) for _, v in sorted(drone_pools.items())]
         if any(w <= 0 for _, w in config.drone_weights):
             raise ValueError(f"drone_weights must be positive, got {config.drone_weights}")
-        drone_weights = np.array([dict(config.drone_weights).get(k, 1.0) for k in sorted(drone_pools)])
+        named = dict(config.drone_weights)
+        drone_weights = np.array([named.get(k, 1.0) for k in sorted(drone_pools)])
         self._drone_p = drone_weights / drone_weights.sum() if config.drone_weights else None
         self.n_samples, self.config, self.sample_rate = n_samples, config, sample_rate
         weights = dict(config.background_pools)

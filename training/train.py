@@ -81,11 +81,9 @@ class SampledBatches:
             audio = [y for _ in range(size // 2) for y in self.sampler.pair(rng)[::-1]]
             if size % 2:
                 audio.append(self.sampler.window(rng, False))
-        elif self.sampler.config.audible_db is not None:  # soft labels, by how well a drone is heard
+        else:  # the sampler's own labels: 0/1, or soft with audible_db
             drawn = [self.sampler.labelled_window(rng, bool(y)) for y in labels]
             audio, labels = [y for y, _ in drawn], np.array([label for _, label in drawn], dtype=np.float32)
-        else:
-            audio = [self.sampler.window(rng, bool(y)) for y in labels]
         return np.stack([log_mel(y, self.frontend, self.mel_basis) for y in audio]), labels
 
 
