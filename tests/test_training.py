@@ -260,3 +260,27 @@ def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_
     x, y = batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()  # trained on mixtures, it still tells the two apart
+
+
+def test_label_smoothing_keeps_every_window_short_of_certain_and_still_separates() -> None:
+    from nightear_training.train import torch_scorer, train
+
+    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        y = np.arange(size) % 2
+        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+        x[y == 1, 20:24, :] += 40.0
+        return x, y
+
+    x, y = batches(99, 32)
+    scored = {}
+    for smoothing in (0.0, 0.3):  # 0.3: targets 0.15 and 0.85
+        model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16,
+                                                               label_smoothing=smoothing), log=lambda _: None)
+        scored[smoothing] = torch_scorer(model)(x)
+    plain, smoothed = scored[0.0], scored[0.3]
+    assert smoothed[y == 1].min() > smoothed[y == 0].max()  # it still tells the two apart
+    assert plain[y == 1].min() > 0.95 and plain[y == 0].max() < 0.05  # unsmoothed: sure of both
+    assert smoothed[y == 1].max() < 0.92 and smoothed[y == 0].min() > 0.08  # smoothed: never sure
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train(batches, [], np.zeros(0), TrainConfig(label_smoothing=1.0), log=lambda _: None)

@@ -54,6 +54,8 @@ class TrainConfig:
     hard_negatives: float = 0.0  # > 0: this share of each batch's negatives replayed from the
     # ones recent batches scored most like a drone (`HardNegatives`); held out (0.25) ambience
     # scored lower but unmet drones lower still: a knob for experiments, off
+    label_smoothing: float = 0.0  # > 0: targets pulled this far towards 0.5 (0.1: 0.05 and 0.95),
+    # so no window is learnt as certain: a regulariser against ambience scored as sure as a drone
 
 
 @dataclass
@@ -193,6 +195,8 @@ def train(
     the history (`best_epoch`: the epoch of the best validation AUC, for information).
     `on_epoch(epoch, model)` sees the model after each epoch, e.g. to score held-out data.
     The next batch is drawn in a thread while the network trains."""
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
@@ -256,6 +260,8 @@ def _train_epoch(
             features, labels = mixup(features, labels, config.mixup_alpha, rng)
         x = torch.from_numpy(spec_mask(features, config, rng)[:, None])
         y = torch.from_numpy(labels.astype(np.float32))[:, None]
+        if config.label_smoothing > 0:
+            y = y * (1.0 - config.label_smoothing) + 0.5 * config.label_smoothing
         optimiser.zero_grad()
         logits = model.logits(x)
         loss = loss_fn(logits, y)
