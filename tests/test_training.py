@@ -140,25 +140,27 @@ def test_array_evaluation_of_the_shipped_model_writes_its_report(data_root: Path
     assert "Bearing error" in (tmp_path / "nightear-drone.array.md").read_text()
 
 
+def loud_band_batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of noise, every other one a drone: a band 40 dB over the noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(size) % 2
+    x = rng.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
+    x[labels == 1, 20:24, :] += 40.0
+    return x, labels
+
+
 def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> None:
     from nightear_training.train import torch_scorer, train
 
-    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # a drone: a loud band
-        rng = np.random.default_rng(seed)
-        labels = np.arange(size) % 2
-        x = rng.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
-        x[labels == 1, 20:24, :] += 40.0
-        return x, labels
-
     seen = []
     config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, ema_decay=0.9)
-    model, _ = train(batches, [], np.zeros(0), config, log=lambda _: None,
+    model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None,
                      on_epoch=lambda epoch, m: seen.append(m))
     assert seen[-1] is model  # held-out runs score the very weights that ship
-    x, y = batches(99, 32)
+    x, y = loud_band_batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()  # the averaged weights still tell the two apart
-    plain, _ = train(batches, [], np.zeros(0), replace(config, ema_decay=0.0), log=lambda _: None)
+    plain, _ = train(loud_band_batches, [], np.zeros(0), replace(config, ema_decay=0.0), log=lambda _: None)
     assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
 
 
@@ -248,16 +250,9 @@ def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_
     same, same_labels = mixup(np.stack([drone, drone]), np.array([1, 1]), 0.4, np.random.default_rng(0))
     assert np.allclose(same, drone, atol=1e-3) and np.all(same_labels == 1)  # a sound with itself
 
-    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        r = np.random.default_rng(seed)
-        y = np.arange(size) % 2
-        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
-        x[y == 1, 20:24, :] += 40.0
-        return x, y
-
-    model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16,
-                                                           mixup_alpha=0.4), log=lambda _: None)
-    x, y = batches(99, 32)
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, mixup_alpha=0.4)
+    model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None)
+    x, y = loud_band_batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()  # trained on mixtures, it still tells the two apart
 
@@ -265,22 +260,15 @@ def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_
 def test_label_smoothing_keeps_every_window_short_of_certain_and_still_separates() -> None:
     from nightear_training.train import torch_scorer, train
 
-    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        r = np.random.default_rng(seed)
-        y = np.arange(size) % 2
-        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
-        x[y == 1, 20:24, :] += 40.0
-        return x, y
-
-    x, y = batches(99, 32)
+    x, y = loud_band_batches(99, 32)
     scored = {}
     for smoothing in (0.0, 0.3):  # 0.3: targets 0.15 and 0.85
-        model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16,
-                                                               label_smoothing=smoothing), log=lambda _: None)
+        config = TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16, label_smoothing=smoothing)
+        model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None)
         scored[smoothing] = torch_scorer(model)(x)
     plain, smoothed = scored[0.0], scored[0.3]
     assert smoothed[y == 1].min() > smoothed[y == 0].max()  # it still tells the two apart
     assert plain[y == 1].min() > 0.95 and plain[y == 0].max() < 0.05  # unsmoothed: sure of both
     assert smoothed[y == 1].max() < 0.92 and smoothed[y == 0].min() > 0.08  # smoothed: never sure
     with pytest.raises(ValueError, match="label_smoothing"):
-        train(batches, [], np.zeros(0), TrainConfig(label_smoothing=1.0), log=lambda _: None)
+        train(loud_band_batches, [], np.zeros(0), TrainConfig(label_smoothing=1.0), log=lambda _: None)
