@@ -14,6 +14,7 @@ capture time of the audio, not from counting samples.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -148,7 +149,7 @@ class Listener:
                             and not os.environ.get("NOTIFY_SOCKET"):
                         raise  # at a terminal, never opened at all: a configuration problem
                     failures += 1
-                    self.counters.device_up = 0
+                    self._device_up(0)
                     self.counters.device_reopens += 1
                     self.log(f"nightear: warning: {exc}; reopening in {wait:.0f} s")
                     self._status = f"audio device lost ({exc}); reopening in {wait:.0f} s, attempt {failures}"
@@ -210,7 +211,8 @@ class Listener:
                 if not len(block):  # no audio for half a second: still alive, say so
                     self._ping()
                     continue
-                self._status, self.counters.device_up = listening, 1
+                self._status = listening
+                self._device_up(1)
                 self._timeline.add(pushed_s, captured)
                 pushed_s += len(block) / source.sample_rate
                 if self.duration_s is not None:
@@ -267,6 +269,13 @@ class Listener:
         if self._status != self._status_sent:
             sd_notify(f"STATUS={self._status}")
             self._status_sent = self._status
+
+    def _device_up(self, up: int) -> None:
+        """A device lost or back shows in the metrics at the next write, not an interval later:
+        a reopened device may deliver a burst and fall silent again within one interval."""
+        if self.counters.device_up != up:
+            self.counters.device_up = up
+            self._last_metrics = -math.inf
 
     def _write_metrics_now_and_then(self) -> None:
         now = time.monotonic()

@@ -223,7 +223,7 @@ def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_
         lambda: notify.recv(512), b"")], daemon=True).start()
     proc = subprocess.Popen([sys.executable, "-m", "nightear", "listen", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HOME": str(tmp_path),
+                            env={**os.environ, "HOME": str(tmp_path), "PYTHONFAULTHANDLER": "1",
                                  "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}, cwd=REPO)
     assert proc.stdout is not None and proc.stderr is not None
     events: list[dict[str, str]] = []
@@ -255,13 +255,19 @@ def test_a_device_gone_longer_than_the_watchdog_period_comes_back_by_itself(tmp_
         back = time.monotonic()
         wait_until(lambda: any(x.startswith("nightear_device_up{") and x.endswith(" 1")
                                for x in prom.read_text().splitlines()), 5.0)
-        proc.send_signal(signal.SIGTERM)
     finally:
-        os.close(line)  # end of file: a read blocked on the FIFO returns
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+        # then end of file, which lets a read blocked on the FIFO return; never the other way
+        # round: a FIFO left without a writer blocks whoever opens it, and a daemon that saw the
+        # end of file before its SIGTERM would reopen the device and wait there for good
+        os.close(line)
         try:
             code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired as hung:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: each thread's stack to stderr
+            proc.wait(timeout=10)
+            raise AssertionError("listen did not stop on SIGTERM:\n" + proc.stderr.read()[-6000:]) from hung
         finally:
             if proc.poll() is None:
                 proc.kill()
