@@ -271,8 +271,8 @@ class Listener:
             self._status_sent = self._status
 
     def _device_up(self, up: int) -> None:
-        """A device lost or back shows in the metrics at the next write, not an interval later:
-        a reopened device may deliver a burst and fall silent again within one interval."""
+        """A device lost or back is written to the metrics at once, not an interval later: a
+        reopened device may deliver a burst and fall silent again within one interval."""
         if self.counters.device_up != up:
             self.counters.device_up = up
             self._last_metrics = -math.inf
