@@ -164,8 +164,9 @@ def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> 
     assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
 
 
-@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}, {"level_free": True}])
-def test_a_contrast_band_pooled_or_level_free_model_learns_a_peak_and_exports_to_the_same_scores(
+@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}, {"level_free": True},
+                                  {"time_max": True}, {"harmonics": (2, 3, 4)}])
+def test_a_network_with_each_knob_learns_a_peak_and_exports_to_the_same_scores(
         tmp_path: Path, knob: dict[str, object]) -> None:
     from nightear_training.export import export_onnx
     from nightear_training.train import torch_scorer, train
