@@ -208,7 +208,8 @@ def train(
     `ema_decay`, the moving average of its weights over the steps: what is scored too) and
     the history (`best_epoch`: the epoch of the best validation AUC, for information).
     `on_epoch(epoch, model)` sees the model after each epoch, e.g. to score held-out data.
-    The next batch is drawn in a thread while the network trains."""
+    The next batch is drawn in a thread while the network trains. With `config.harmonics` the
+    bands' centres are those of `batches.frontend` (a `SampledBatches`), else the default's."""
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
     torch.manual_seed(config.seed)
