@@ -87,5 +87,5 @@ def train_recipe(
                                  recipe.train.window_frames)
     val_labels = np.array([int(c.is_drone) for c in val_clips])
     model, history = train(SampledBatches(sampler, recipe.frontend, mel_basis), val_features,
-                           val_labels, recipe.train, log, on_epoch)
+                           val_labels, recipe.train, log, on_epoch, recipe.frontend)
     return model, history, time.perf_counter() - started

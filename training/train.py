@@ -203,13 +203,14 @@ def train(
     val_features: Sequence[np.ndarray], val_labels: np.ndarray,
     config: TrainConfig = TrainConfig(), log: Callable[[str], None] = print,
     on_epoch: Callable[[int, DroneCNN], None] | None = None,
+    frontend: FrontendConfig = FrontendConfig(),
 ) -> tuple[DroneCNN, History]:
     """Train a DroneCNN on `batches(seed, size)`; returns the model after the last epoch (with
     `ema_decay`, the moving average of its weights over the steps: what is scored too) and
     the history (`best_epoch`: the epoch of the best validation AUC, for information).
     `on_epoch(epoch, model)` sees the model after each epoch, e.g. to score held-out data.
-    The next batch is drawn in a thread while the network trains. With `config.harmonics` the
-    bands' centres are those of `batches.frontend` (a `SampledBatches`), else the default's."""
+    The next batch is drawn in a thread while the network trains. `frontend` made the batches'
+    features: with `config.harmonics` its bands' centres say where each band's harmonics lie."""
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
     torch.manual_seed(config.seed)
@@ -220,8 +221,7 @@ def train(
                      channels=config.channels, contrast_bands=config.contrast_bands,
                      pool_bands=config.pool_bands, level_free=config.level_free,
                      time_max=config.time_max, harmonics=config.harmonics,
-                     band_hz=band_centres_hz(getattr(batches, "frontend", FrontendConfig()))
-                     if config.harmonics else None)
+                     band_hz=band_centres_hz(frontend) if config.harmonics else None)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
