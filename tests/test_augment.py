@@ -115,6 +115,26 @@ def test_broadband_lowers_the_rotor_lines_over_the_noise_between_them() -> None:
     assert drawn[0.0] > 35.0 and drawn[1.0] < drawn[0.0] - 5.0
 
 
+def test_positives_reach_the_microphone_with_an_echo_off_the_ground_when_asked() -> None:
+    # a steady comb: without the echo every harmonic keeps its level against the others; with
+    # it, some harmonics fall into the comb's notches and others rise, draw by draw
+    hum = sum(tone(150.0 * k) / k for k in range(1, 13))
+    steady = AugmentConfig(clean_probability=1.0, lowpass_probability=0.0, speed=(1.0, 1.0),
+                           tilt_db_per_octave=(0.0, 0.0))
+
+    def harmonic_db(y: np.ndarray) -> np.ndarray:
+        power = np.abs(np.fft.rfft(y[:RATE])) ** 2  # 1-Hz bins
+        return np.array([10 * np.log10(power[150 * k - 3 : 150 * k + 4].sum()) for k in range(1, 13)])
+
+    def reshaped_db(p: float, seed: int) -> float:
+        sampler = FieldSampler([hum], [hum], RATE + 512, replace(steady, ground_reflection_probability=p))
+        change = harmonic_db(sampler.window(np.random.default_rng(seed), drone=True)) - harmonic_db(hum)
+        return float(np.std(change))  # the gain moves every harmonic alike; the echo does not
+
+    assert max(reshaped_db(0.0, seed) for seed in range(6)) < 0.5
+    assert np.median([reshaped_db(1.0, seed) for seed in range(6)]) > 2.0
+
+
 def test_a_split_rotor_comb_adds_a_second_comb_at_the_ratio_asked_for() -> None:
     # one recording's comb and, when asked, the same comb 1.2x higher a few dB under it
     steady = AugmentConfig(clean_probability=1.0, lowpass_probability=0.0, speed=(1.0, 1.0),

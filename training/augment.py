@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightear_training.propagation import SAMPLE_RATE, absorb, rms_db
+from nightear_training.propagation import SAMPLE_RATE, absorb, ground_reflection, rms_db
 from nightear_training.signals import (
     LOUD_BLOCK_S,
     audibility,
@@ -49,6 +49,13 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (0.0, 20.0)  # drone RMS over background RMS: audible, labelled drone
     lowpass_probability: float = 0.6  # air absorption over a distance (the SNR is set after it)
     distance_m: tuple[float, float] = (20.0, 500.0)
+    # share of positives whose drone gets an echo off the ground (`ground_reflection`), its
+    # delay log-uniform in `ground_delay_ms` and its coefficient +-`ground_coefficient` (grass
+    # to hard ground; the sign moves the notches by half their spacing): outdoor drones reach a
+    # microphone on a mast twice, the toys recorded close indoors once
+    ground_reflection_probability: float = 0.0
+    ground_delay_ms: tuple[float, float] = (0.1, 10.0)
+    ground_coefficient: tuple[float, float] = (0.3, 0.95)
     clean_probability: float = 0.0  # a drone recording as it is: no background
     speed: tuple[float, float] = (0.5, 2.0)  # other makes spin their rotors at other rates
     # (+-15% left the held-out Mambo, a smaller toy than any trained on, unheard; 0.65-1.55x
@@ -262,12 +269,17 @@ class FieldSampler:
         return positive, negative
 
     def _audible_drone(self, rng: np.random.Generator) -> np.ndarray:
-        """A drone as it arrives: its speed, and in some the air's absorption over a distance."""
+        """A drone as it arrives: its speed, and in some its echo off the ground and the air's
+        absorption over a distance."""
         y, c = self._drone(rng), self.config
         if c.broadband_probability > 0 and rng.random() < c.broadband_probability:
             y = broadband(y, rng.uniform(*c.broadband_db), rng, self.sample_rate)
         if c.drone_response_db > 0:
             y = colour(y, c.drone_response_db, rng, self.sample_rate)
+        if c.ground_reflection_probability > 0 and rng.random() < c.ground_reflection_probability:
+            delay_s = float(np.exp(rng.uniform(*np.log(c.ground_delay_ms)))) / 1000.0
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            y = ground_reflection(y, delay_s, sign * rng.uniform(*c.ground_coefficient), self.sample_rate)
         if rng.random() < c.lowpass_probability:
             y = absorb(y, rng.uniform(*c.distance_m), self.sample_rate)
         return y
