@@ -115,7 +115,7 @@ def test_broadband_lowers_the_rotor_lines_over_the_noise_between_them() -> None:
     assert drawn[0.0] > 35.0 and drawn[1.0] < drawn[0.0] - 5.0
 
 
-def test_positives_reach_the_microphone_with_an_echo_off_the_ground_when_asked() -> None:
+def test_windows_reach_the_microphone_with_an_echo_off_the_ground_when_asked() -> None:
     # a steady comb: without the echo every harmonic keeps its level against the others; with
     # it, some harmonics fall into the comb's notches and others rise, draw by draw
     hum = sum(tone(150.0 * k) / k for k in range(1, 13))
@@ -126,13 +126,18 @@ def test_positives_reach_the_microphone_with_an_echo_off_the_ground_when_asked()
         power = np.abs(np.fft.rfft(y[:RATE])) ** 2  # 1-Hz bins
         return np.array([10 * np.log10(power[150 * k - 3 : 150 * k + 4].sum()) for k in range(1, 13)])
 
-    def reshaped_db(p: float, seed: int) -> float:
-        sampler = FieldSampler([hum], [hum], RATE + 512, replace(steady, ground_reflection_probability=p))
-        change = harmonic_db(sampler.window(np.random.default_rng(seed), drone=True)) - harmonic_db(hum)
+    def reshaped_db(p: float, seed: int, drone: bool = True) -> float:
+        sampler = FieldSampler([hum], [hum], RATE + 512, replace(
+            steady, ground_reflection_probability=p if drone else 0.0,
+            negative_ground_probability=0.0 if drone else p, background_mix_probability=0.0))
+        change = harmonic_db(sampler.window(np.random.default_rng(seed), drone=drone)) - harmonic_db(hum)
         return float(np.std(change))  # the gain moves every harmonic alike; the echo does not
 
     assert max(reshaped_db(0.0, seed) for seed in range(6)) < 0.5
     assert np.median([reshaped_db(1.0, seed) for seed in range(6)]) > 2.0
+    # and negatives (here the same comb as background) when asked, so a comb is no sign of a drone
+    assert max(reshaped_db(0.0, seed, drone=False) for seed in range(6)) < 0.5
+    assert np.median([reshaped_db(1.0, seed, drone=False) for seed in range(6)]) > 2.0
 
 
 def test_a_split_rotor_comb_adds_a_second_comb_at_the_ratio_asked_for() -> None:
