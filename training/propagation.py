@@ -66,10 +66,11 @@ def ground_reflection(y: np.ndarray, delay_s: float, coefficient: float,
                       sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """`y` plus its echo off the ground, `delay_s` later and scaled by `coefficient`: a comb with
     notches every 1/delay_s Hz (the first at 1/(2 delay_s) for a positive coefficient). The delay
-    is the two paths' difference over the speed of sound, about 2 h_drone h_mic / (c d): 0.1 ms
-    for a drone 10 m up 500 m away, 10 ms for one 150 m up overhead a 3-m mast. Recordings made
-    close to a drone indoors carry none of it, every outdoor one does. The first `delay_s` of
-    `y` has no echo (its source lies before the window)."""
+    is the two paths' difference over the speed of sound, about 2 h_drone h_mic / (c d) for a
+    drone d away: 0.2 ms for one 10 m up 500 m from a 2-m mast, 9 ms for one 100 m up 200 m
+    from a 3-m mast, at most 2 h_mic / c overhead. Recordings made close to a drone indoors
+    carry none of it, every outdoor one does. The first `delay_s` of `y` has no echo (its
+    source lies before the window)."""
     k = int(round(delay_s * sample_rate))
     out = y.astype(np.float32, copy=True)
     if 0 < k < len(y):
