@@ -158,7 +158,9 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
         "highest low-alarm share: drones heard as recorded, -10 and -20 dB, averaged over the "
         "thresholds for 1, 2, 4 and 8 times the target rate) and its threshold for the target, "
         f"**{held['threshold']}**, were chosen here; the shipped model is trained the same "
-        "way on every group, so these figures are those of its recipe, not of the file itself.", "",
+        "way on every group, so these figures are those of its recipe, not of the file itself. "
+        "How that recipe was chosen, each change held out alike: the project's "
+        "`models/nightear-drone.history.md`.", "",
         *recordings_table(at), "",
         *_arriving_lines(held.get("at_threshold_arriving")),
         f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
