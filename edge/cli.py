@@ -1,5 +1,5 @@
 """The `nightear` command line: detect drones in recordings, listen live, list devices, describe
-a model.
+a model, list stored events, judge them and export the judged clips for training.
 
 User errors (a bad file, config or model) print one line `nightear: error: ...` on stderr
 and exit with status 2, never a traceback.
@@ -26,7 +26,7 @@ from nightear.config import Settings, load_settings
 from nightear.detect import detect_files, emit
 from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.geometry import PRESETS
-from nightear.sinks.store import EventStore, StoredEvent
+from nightear.sinks.store import VERDICTS, EventStore, StoredEvent
 
 EXIT_USER_ERROR = 2
 TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    label = sub.add_parser("label", help="record an operator's verdict on a stored event")
+    label.add_argument("event", type=_event_id, help="the event's id, or its first 8+ characters "
+                       "(its clip's name ends with 8)")
+    label.add_argument("verdict", choices=VERDICTS, help="drone: heard right; not-drone: a false alarm")
+    label.add_argument("--config", help="YAML config file (its store.path)")
+    label.add_argument("--db", help="the SQLite event store (overrides the config)")
+
+    export = sub.add_parser("export-labelled",
+                            help="copy the clips of judged events into a training folder with labels.csv")
+    export.add_argument("out", type=Path, help="the folder (created; an existing labels.csv is merged)")
+    export.add_argument("--config", help="YAML config file (its store.path)")
+    export.add_argument("--db", help="the SQLite event store (overrides the config)")
+    export.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
+
     fleet = sub.add_parser("fleet", help="subscribe to a site's units: alerts, unit health, position fixes")
     fleet.add_argument("--config", help="YAML config file (its mqtt and fleet sections)")
     fleet.add_argument("--db", help="the fleet's SQLite store (overrides fleet.store)")
@@ -130,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _devices()
         if args.command == "events":
             return _events(args)
+        if args.command == "label":
+            return _label(args)
+        if args.command == "export-labelled":
+            return _export_labelled(args)
         if args.command == "check":
             return _check(args)
         if args.command == "bench":
@@ -213,16 +231,22 @@ def _since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _events(args: argparse.Namespace) -> int:
+def _store_path(args: argparse.Namespace) -> str:
     path = args.db or load_settings(args.config).store.path
     if not path:
         raise ConfigError("no event store: give --db FILE or a config with store.path")
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such event store")
+    return str(path)
+
+
+def _events(args: argparse.Namespace) -> int:
+    path = _store_path(args)
     store = EventStore(path, read_only=True)
     try:
+        verdicts = store.verdicts()
         for event in store.since(args.since):
-            _print_stored(store, event, args.json)
+            _print_stored(store, event, verdicts.get(event.id, (None, None))[0], args.json)
     except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
         raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
     finally:
@@ -230,16 +254,60 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_stored(store: EventStore, event: StoredEvent, as_json: bool) -> None:
+def _print_stored(store: EventStore, event: StoredEvent, verdict: str | None, as_json: bool) -> None:
     if as_json:
         track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
-        emit({**asdict(event), **({"track": track} if track else {})})
+        emit({**asdict(event), "verdict": verdict, **({"track": track} if track else {})})
         return
     bearing = "" if event.bearing_deg is None else \
         f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
     state = "interrupted" if event.interrupted else event.state
+    judged = f"  verdict {verdict}" if verdict else ""
     print(f"{event.start}  {event.end}  {state:6s}  peak {event.peak_confidence:.2f}  "
-          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}")
+          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}{judged}")
+
+
+def _event_id(text: str) -> str:
+    if len(text) < 8:
+        raise argparse.ArgumentTypeError(f"give at least the first 8 characters of its id, got {text!r}")
+    return text
+
+
+def _label(args: argparse.Namespace) -> int:
+    path = _store_path(args)
+    store = EventStore(path)
+    try:
+        event = store.find(args.event)
+        store.set_verdict(event.id, args.verdict, datetime.now(UTC).isoformat(timespec="seconds"))
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path}: cannot write the verdict ({exc})") from None
+    finally:
+        store.close()
+    print(f"{event.start}  {event.node}  {event.id}  verdict {args.verdict}")
+    return 0
+
+
+def _export_labelled(args: argparse.Namespace) -> int:
+    from nightear.labels import export_labelled
+
+    path = _store_path(args)
+    store = EventStore(path, read_only=True)
+    try:
+        done = export_labelled(store, args.out, args.since)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
+    finally:
+        store.close()
+    for line in done.skipped:
+        print(f"nightear: skipped {line}", file=sys.stderr)
+    if not done.written:
+        print(f"nightear: nothing exported: no judged event in {path} has its clip "
+              "(`nightear label EVENT drone|not-drone` judges one)", file=sys.stderr)
+        return 0
+    counts = ", ".join(f"{n} {label}" for label, n in sorted(done.written.items()))
+    print(f"nightear: exported {sum(done.written.values())} clips ({counts}) to {args.out / 'labels.csv'}",
+          file=sys.stderr)
+    return 0
 
 
 def _fleet(args: argparse.Namespace) -> int:

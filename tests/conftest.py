@@ -64,3 +64,22 @@ def mic_home() -> Iterator[Path]:
         y.astype("<i2").tofile(root / "in.raw")
         write_asoundrc(root, root / "in.raw")
         yield root
+
+
+@pytest.fixture()
+def fake_mic(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A HOME whose .asoundrc makes the default capture device read `in.raw` (16-bit PCM)."""
+
+    def feed(recording: Path, rate: int = 16000, channels: int = 1) -> dict[str, str]:
+        y, file_rate = sf.read(recording, dtype="int16", always_2d=True)
+        assert file_rate == rate and y.shape[1] == channels
+        y.astype("<i2").tofile(tmp_path / "in.raw")  # interleaved, as the device delivers it
+        write_asoundrc(tmp_path, tmp_path / "in.raw")
+        return {**os.environ, "HOME": str(tmp_path)}
+
+    return feed
+
+
+def listen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nightear", "listen", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)

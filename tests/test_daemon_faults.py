@@ -17,7 +17,6 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import FIXTURES, REPO, run_cli, write_asoundrc
-from tests.test_listen import fake_mic  # noqa: F401 - the fixture
 
 DRONE = FIXTURES / "drone_bebop_16k.flac"
 

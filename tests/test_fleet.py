@@ -23,8 +23,7 @@ import pytest
 from nightear.fleet import Fleet, FleetSettings, FleetStore
 from nightear.schema import MAX_PAYLOAD_BYTES, SCHEMA_VERSION, HeartbeatMessage, StatusMessage, encode
 from tests.broker import PASSWORD, USER, Broker, FleetThread, MovedClock, wait_for
-from tests.conftest import FIXTURES, REPO, run_cli
-from tests.test_listen import fake_mic, listen  # noqa: F401 - fake_mic is a fixture
+from tests.conftest import FIXTURES, REPO, listen, run_cli
 
 BEBOP = FIXTURES / "drone_bebop_16k.flac"  # one event per 4.5 s listen
 

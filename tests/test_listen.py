@@ -14,28 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import FIXTURES, REPO, run_cli, write_asoundrc
+from tests.conftest import FIXTURES, REPO, listen, run_cli, write_asoundrc
 
 EXAMPLE = REPO / "examples" / "drone-pass.flac"
-
-
-@pytest.fixture()
-def fake_mic(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A HOME whose .asoundrc makes the default capture device read `in.raw` (16-bit PCM)."""
-
-    def feed(recording: Path, rate: int = 16000, channels: int = 1) -> dict[str, str]:
-        y, file_rate = sf.read(recording, dtype="int16", always_2d=True)
-        assert file_rate == rate and y.shape[1] == channels
-        y.astype("<i2").tofile(tmp_path / "in.raw")  # interleaved, as the device delivers it
-        write_asoundrc(tmp_path, tmp_path / "in.raw")
-        return {**os.environ, "HOME": str(tmp_path)}
-
-    return feed
-
-
-def listen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nightear", "listen", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
 
 
 def test_live_stream_scores_like_detect_on_the_same_audio(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

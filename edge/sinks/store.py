@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from nightear.errors import ConfigError
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
@@ -48,7 +49,13 @@ CREATE TABLE IF NOT EXISTS bearings (
     confidence REAL NOT NULL,
     PRIMARY KEY (event_id, t)
 );
+CREATE TABLE IF NOT EXISTS verdicts (
+    event_id TEXT PRIMARY KEY REFERENCES events (id),
+    verdict TEXT NOT NULL CHECK (verdict IN ('drone', 'not-drone')),
+    at TEXT NOT NULL
+);
 """
+VERDICTS = ("drone", "not-drone")  # an operator's word on an event: heard right, or a false alarm
 # columns added after the first release, for stores written by an older nightear
 ADDED_COLUMNS = ("bearing_deg REAL", "bearing_spread_deg REAL", "elevation_deg REAL",
                  "bearing_mirror_deg REAL", "interrupted INTEGER NOT NULL DEFAULT 0")
@@ -89,6 +96,10 @@ class StoredBearing:
     elevation_deg: float | None
     coherence: float
     confidence: float
+
+
+def _event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(**{**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])})
 
 
 class StoreLock:
@@ -141,6 +152,7 @@ class EventStore:
                 if column.split()[0] not in have:
                     self._db.execute(f"ALTER TABLE events ADD COLUMN {column}")
             self._columns = set(NAMES)
+            self._has_verdicts = True
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.path}: cannot open the event store ({exc})") from None
 
@@ -165,6 +177,7 @@ class EventStore:
             db.close()
             raise ConfigError(f"{self.path}: not a nightear event store (no events table)")
         self._columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        self._has_verdicts = "verdicts" in tables  # a store from before verdicts has none
         return db
 
     def save(self, event: StoredEvent, track: Sequence[StoredBearing] = ()) -> None:
@@ -189,15 +202,43 @@ class EventStore:
                                 "bearings WHERE event_id = ? ORDER BY t", (event_id,))
         return [StoredBearing(*row) for row in rows]
 
+    def _selected(self) -> str:
+        # a store written by an older nightear, opened read-only, lacks the newer columns
+        return ", ".join(c if c in self._columns else "NULL" for c in NAMES)
+
     def since(self, start: datetime | None = None) -> Iterator[StoredEvent]:
         """Events that started at or after `start` (all without it), oldest first."""
-        # a store written by an older nightear, opened read-only, lacks the newer columns
-        selected = ", ".join(c if c in self._columns else "NULL" for c in NAMES)
-        query, args = f"SELECT {selected} FROM events", ()  # type: tuple[str, tuple[str, ...]]
+        query, args = f"SELECT {self._selected()} FROM events", ()  # type: tuple[str, tuple[str, ...]]
         if start is not None:
             query, args = query + " WHERE start >= ?", (start.isoformat(timespec="milliseconds"),)
         for row in self._db.execute(query + " ORDER BY start", args):
-            yield StoredEvent(**{**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])})
+            yield _event(row)
+
+    def find(self, id_prefix: str) -> StoredEvent:
+        """The one event whose id starts with `id_prefix` (a clip's name holds its first 8 hex
+        digits); ConfigError naming the store when none or several match."""
+        rows = self._db.execute(f"SELECT {self._selected()} FROM events WHERE substr(id, 1, ?) = ? "
+                                "ORDER BY start LIMIT 2", (len(id_prefix), id_prefix)).fetchall()
+        if not rows:
+            raise ConfigError(f"{self.path}: no event with id {id_prefix!r} (`nightear events` lists them)")
+        if len(rows) > 1:
+            raise ConfigError(f"{self.path}: more than one event's id starts with {id_prefix!r}; "
+                              "give more of it")
+        return _event(rows[0])
+
+    def set_verdict(self, event_id: str, verdict: str, at: str) -> None:
+        """Record an operator's verdict on an event (a second one replaces the first)."""
+        if verdict not in VERDICTS:
+            raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)", (event_id, verdict, at))
+
+    def verdicts(self) -> dict[str, tuple[str, str]]:
+        """Every event's verdict and when it was given, by event id."""
+        if not self._has_verdicts:
+            return {}
+        rows = self._db.execute("SELECT event_id, verdict, at FROM verdicts")
+        return {event_id: (verdict, at) for event_id, verdict, at in rows}
 
     def close_interrupted(self) -> list[StoredEvent]:
         """Close the events an earlier run left open (SIGKILL, a power cut): each keeps the

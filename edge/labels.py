@@ -1,0 +1,121 @@
+"""Field evidence becomes training data: the clips of events an operator has judged (`nightear
+label`), copied into a folder with the `labels.csv` that `python -m nightear_training
+build-default --folder` and `evaluate --folder` read.
+
+A drone an operator confirmed is a real drone at a real site through this unit's microphone, and
+a false alarm is the hardest negative there is: what the model needs most and the shared data
+lacks. Each unit's events go under a folder of its own, grouped by night, so that a grouped
+split keeps one night's passes together (a drone flown twice in a night is one session).
+Exporting again, from the same unit or another, merges into the same `labels.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from nightear.config import NODE_PATTERN
+from nightear.errors import ConfigError
+from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
+from nightear.sinks.store import EventStore, StoredEvent
+
+LABEL_OF_VERDICT = {"drone": "drone", "not-drone": "background"}  # the training folder's labels
+FIELDS = ("path", "label", "group", "event", "verdict_at")
+NIGHT_STARTS_AT_NOON = timedelta(hours=12)  # one night, one group: 12:00 to 12:00 UTC
+
+
+@dataclass
+class Export:
+    """What an export did: rows written by label, and judged events left out, with why."""
+
+    written: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def night_of(event: StoredEvent) -> str:
+    """The date the event's night began (UTC): events either side of midnight share it."""
+    return (datetime.fromisoformat(event.start) - NIGHT_STARTS_AT_NOON).date().isoformat()
+
+
+def _read_rows(labels_csv: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    if not labels_csv.exists():
+        return list(FIELDS), {}
+    try:
+        with labels_csv.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{labels_csv}: cannot read it to merge into ({exc})") from None
+    if "path" not in columns or "label" not in columns:
+        raise ConfigError(f"{labels_csv}: not a labels file (needs columns path and label, has {columns})")
+    return columns + [c for c in FIELDS if c not in columns], {row["path"]: row for row in rows}
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: a full disk leaves no half clip behind. The
+    night's recordings stay as private as the unit keeps them (0640 in folders 0750)."""
+    target.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_labelled(store: EventStore, out: Path, since: datetime | None = None) -> Export:
+    """Copy each judged event's clip to `out/<node>/` and write `out/labels.csv` (merged with
+    the rows already there). A clip exported before keeps its copy and takes the latest
+    verdict, even once the unit's quota has deleted it; one never exported and gone is
+    skipped and named."""
+    verdicts = store.verdicts()
+    labels_csv = out / "labels.csv"
+    columns, rows = _read_rows(labels_csv)
+    result = Export()
+    for event in store.since(since):
+        if event.id not in verdicts:
+            continue
+        verdict, at = verdicts[event.id]
+        if not event.node or not re.fullmatch(NODE_PATTERN, event.node):  # it names a folder
+            result.skipped.append(f"{event.id[:8]} ({verdict}): node {event.node!r} is no folder name")
+            continue
+        if not event.clip:
+            result.skipped.append(f"{event.id[:8]} ({verdict}): no clip was written (clips.folder "
+                                  "unset, or a full disk)")
+            continue
+        clip = Path(event.clip)
+        relpath = f"{event.node}/{clip.name}"
+        if not (out / relpath).is_file():  # a clip never changes once written: copied once
+            if not clip.is_file():
+                result.skipped.append(f"{event.id[:8]} ({verdict}): {clip} is gone (the clips "
+                                      "quota deletes the oldest)")
+                continue
+            try:
+                _copy(clip, out / relpath)
+            except OSError as exc:
+                raise ConfigError(f"{out / relpath}: cannot copy the clip ({exc.strerror or exc})") from None
+        label = LABEL_OF_VERDICT[verdict]
+        rows[relpath] = {**rows.get(relpath, {}), "path": relpath, "label": label,
+                         "group": f"{event.node}/{night_of(event)}", "event": event.id, "verdict_at": at}
+        result.written[label] = result.written.get(label, 0) + 1
+    if result.written:
+        tmp = labels_csv.with_name(f".{labels_csv.name}.tmp")
+        try:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows[path] for path in sorted(rows))
+            os.chmod(tmp, PRIVATE_FILE_MODE)
+            os.replace(tmp, labels_csv)
+        except OSError as exc:
+            raise ConfigError(f"{labels_csv}: cannot write it ({exc.strerror or exc})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return result
