@@ -275,6 +275,7 @@ def _event_id(text: str) -> str:
 
 def _label(args: argparse.Namespace) -> int:
     path = _store_path(args)
+    EventStore(path, read_only=True).close()  # a file that is no event store stays untouched
     store = EventStore(path)
     try:
         event = store.find(args.event)

@@ -86,6 +86,9 @@ def export_labelled(store: EventStore, out: Path, since: datetime | None = None)
         if not event.node or not re.fullmatch(NODE_PATTERN, event.node):  # it names a folder
             result.skipped.append(f"{event.id[:8]} ({verdict}): node {event.node!r} is no folder name")
             continue
+        if event.state == "open":
+            result.skipped.append(f"{event.id[:8]} ({verdict}): still open: its clip comes when it closes")
+            continue
         if not event.clip:
             result.skipped.append(f"{event.id[:8]} ({verdict}): no clip was written (clips.folder "
                                   "unset, or a full disk)")

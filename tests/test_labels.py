@@ -5,6 +5,7 @@ real events from `nightear listen` on a real recording, through the real store a
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,14 @@ def test_wrong_ids_and_lost_clips_are_named_and_change_nothing(fake_mic, tmp_pat
     assert short.returncode == 2 and "at least the first 8 characters" in short.stderr
     wrong = run_cli("label", drone["id"], "maybe", "--db", str(db))
     assert wrong.returncode == 2 and "invalid choice: 'maybe'" in wrong.stderr
+    foreign = tmp_path / "photos.db"
+    with sqlite3.connect(foreign) as other:
+        other.execute("CREATE TABLE photos (name TEXT)")
+    other.close()
+    before = foreign.read_bytes()
+    not_ours = run_cli("label", drone["id"], "drone", "--db", str(foreign))
+    assert not_ours.returncode == 2 and "not a nightear event store" in not_ours.stderr
+    assert foreign.read_bytes() == before
     missing = run_cli("label", drone["id"], "drone", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and "nope.db: no such event store" in missing.stderr
     assert not (tmp_path / "nope.db").exists()
