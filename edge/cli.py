@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--db", help="the SQLite event store (overrides the config)")
     events.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument("--unjudged", action="store_true",
+                        help="only closed events without a verdict yet (`nightear label`)")
 
     label = sub.add_parser("label", help="record an operator's verdict on a stored event")
     label.add_argument("event", type=_event_id, help="the event's id, or its first 8+ characters "
@@ -246,6 +248,8 @@ def _events(args: argparse.Namespace) -> int:
     try:
         verdicts = store.verdicts()
         for event in store.since(args.since):
+            if args.unjudged and (event.id in verdicts or event.state == "open"):
+                continue
             _print_stored(store, event, verdicts.get(event.id, (None, None))[0], args.json)
     except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
         raise ConfigError(f"{path}: cannot read the event store ({exc})") from None

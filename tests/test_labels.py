@@ -42,6 +42,8 @@ def test_judged_events_become_a_training_folder_the_trainer_reads(fake_mic, tmp_
     judged = run_cli("label", drone["id"][:8], "drone", "--config", str(config))  # as its clip names it
     assert judged.returncode == 0, judged.stderr
     assert judged.stdout.split()[2:] == [drone["id"], "verdict", "drone"]
+    to_judge = run_cli("events", "--unjudged", "--config", str(config)).stdout.splitlines()
+    assert len(to_judge) == 1 and to_judge[0].split()[-1] == alarm["id"]
     assert run_cli("label", alarm["id"], "not-drone", "--config", str(config)).returncode == 0
     listed = {e["id"]: e["verdict"] for e in map(json.loads, run_cli(
         "events", "--json", "--config", str(config)).stdout.splitlines())}
