@@ -26,7 +26,7 @@ from nightear.sinks.store import EventStore, StoredEvent
 
 LABEL_OF_VERDICT = {"drone": "drone", "not-drone": "background"}  # the training folder's labels
 FIELDS = ("path", "label", "group", "event", "verdict_at")
-NIGHT_STARTS_AT_NOON = timedelta(hours=12)  # one night, one group: 12:00 to 12:00 UTC
+NIGHT_STARTS_AT_NOON = timedelta(hours=12)  # one night, one group: noon to noon, local time
 
 
 @dataclass
@@ -38,8 +38,9 @@ class Export:
 
 
 def night_of(event: StoredEvent) -> str:
-    """The date the event's night began (UTC): events either side of midnight share it."""
-    return (datetime.fromisoformat(event.start) - NIGHT_STARTS_AT_NOON).date().isoformat()
+    """The date the event's night began, in this host's time zone (on the unit, the site's):
+    events either side of midnight share it, wherever the site lies."""
+    return (datetime.fromisoformat(event.start).astimezone() - NIGHT_STARTS_AT_NOON).date().isoformat()
 
 
 def _read_rows(labels_csv: Path) -> tuple[list[str], dict[str, dict[str, str]]]:

@@ -111,3 +111,23 @@ def test_wrong_ids_and_lost_clips_are_named_and_change_nothing(fake_mic, tmp_pat
     assert foreign.returncode == 2 and "not a labels file" in foreign.stderr
     assert (out / "labels.csv").read_text() == "file;kind\nx.wav;drone\n"
     assert list(out.iterdir()) == [out / "labels.csv"]  # refused before a clip was copied
+
+
+def test_one_night_at_a_site_is_one_group_in_its_own_time_zone(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from nightear.labels import night_of
+    from nightear.sinks.store import StoredEvent
+
+    def night(start: str) -> str:
+        return night_of(StoredEvent("id", "post-7", "closed", start, start, 0.99, 0.97, 3, "m", "0" * 64))
+
+    monkeypatch.setenv("TZ", "America/Phoenix")  # UTC-7: a night runs 03:00-13:00 UTC
+    time.tzset()
+    try:
+        evening, dawn = night("2026-12-05T03:10:00.000+00:00"), night("2026-12-05T12:50:00.000+00:00")
+        next_evening = night("2026-12-06T03:10:00.000+00:00")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert evening == dawn == "2026-12-04" and next_evening == "2026-12-05"
