@@ -60,6 +60,8 @@ class TrainConfig:
     hard_negatives: float = 0.0  # > 0: this share of each batch's negatives replayed from the
     # ones recent batches scored most like a drone (`HardNegatives`); held out (0.25) ambience
     # scored lower but unmet drones lower still: a knob for experiments, off
+    style_mix_probability: float = 0.0  # > 0: share of batches whose windows trade their
+    # per-band level and spread over time with another window of the same class (`style_mix`)
     label_smoothing: float = 0.0  # > 0: targets pulled this far towards 0.5 (0.1: 0.05 and 0.95),
     # so no window is learnt as certain; held out (0.1) level with the recipe at two seeds: a
     # knob for experiments, off
@@ -159,6 +161,28 @@ def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) 
         t0 = rng.integers(0, n_frames - t + 1)
         out[i, :, t0 : t0 + t] = floor[i]
     return out
+
+
+def style_mix(features: np.ndarray, labels: np.ndarray, alpha: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Each window's style, its per-band mean and spread over time in dB (a microphone's
+    response, a site's floor, the air's colouring), mixed with that of another window of the
+    same class (Freq-MixStyle, within class so a drone keeps a drone's comb): its bands
+    normalised over time, then scaled by lam of its own statistics and 1 - lam of the other's
+    (lam ~ Beta(alpha, alpha))."""
+    mean = features.mean(axis=2, keepdims=True)
+    spread = features.std(axis=2, keepdims=True) + 1e-3
+    out = features.copy()
+    for cls in (False, True):
+        idx = np.flatnonzero((labels > 0.5) == cls)
+        if len(idx) < 2:
+            continue
+        other = rng.permutation(idx)
+        lam = rng.beta(alpha, alpha, size=len(idx))[:, None, None]
+        mixed_spread = lam * spread[idx] + (1 - lam) * spread[other]
+        out[idx] = (features[idx] - mean[idx]) / spread[idx] * mixed_spread \
+            + lam * mean[idx] + (1 - lam) * mean[other]
+    return out.astype(np.float32)
 
 
 def mixup(features: np.ndarray, labels: np.ndarray, alpha: float,
@@ -276,6 +300,8 @@ def _train_epoch(
             features, replaced = hard.replay(features, labels, rng)
         if config.mixup_alpha > 0:
             features, labels = mixup(features, labels, config.mixup_alpha, rng)
+        if config.style_mix_probability > 0 and rng.random() < config.style_mix_probability:
+            features = style_mix(features, labels, 0.3, rng)
         x = torch.from_numpy(spec_mask(features, config, rng)[:, None])
         y = torch.from_numpy(labels.astype(np.float32))[:, None]
         if config.label_smoothing > 0:
