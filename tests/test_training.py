@@ -258,6 +258,24 @@ def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_
     assert p[y == 1].min() > p[y == 0].max()  # trained on mixtures, it still tells the two apart
 
 
+def test_style_mix_trades_band_profiles_within_a_class_and_keeps_each_windows_time_course() -> None:
+    from nightear_training.train import style_mix
+
+    rng = np.random.default_rng(0)
+    windows = rng.normal(-70.0, 3.0, (8, 64, 97)).astype(np.float32)
+    windows[:4, 20:24] += 40.0  # four drones: a loud comb band
+    windows[:4, 20:24] += np.linspace(-6.0, 6.0, 97, dtype=np.float32) * np.arange(1, 5)[:, None, None]
+    windows[4:, :, 40:60] += 15.0  # four negatives: a burst, no comb
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    mixed = style_mix(windows, labels, 0.3, np.random.default_rng(1))
+    comb = mixed[:, 20:24].mean(axis=(1, 2)) - mixed[:, 30:34].mean(axis=(1, 2))
+    assert np.all(comb[:4] > 30.0) and np.all(np.abs(comb[4:]) < 3.0)  # no class lends its comb
+    assert not np.allclose(mixed, windows, atol=0.5)  # profiles moved
+    for i in range(8):  # each band's course over time is its own, only shifted and scaled
+        for band in (21, 50):
+            assert np.corrcoef(mixed[i, band], windows[i, band])[0, 1] > 0.999
+
+
 def test_label_smoothing_keeps_every_window_short_of_certain_and_still_separates() -> None:
     from nightear_training.train import torch_scorer, train
 
