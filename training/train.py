@@ -61,7 +61,8 @@ class TrainConfig:
     # ones recent batches scored most like a drone (`HardNegatives`); held out (0.25) ambience
     # scored lower but unmet drones lower still: a knob for experiments, off
     style_mix_probability: float = 0.0  # > 0: share of batches whose windows trade their
-    # per-band level and spread over time with another window of the same class (`style_mix`)
+    # per-band level and spread over time with another window of the same class (`style_mix`);
+    # held out (0.5), two seeds: a lower share, the unheard site no better: a knob, off
     label_smoothing: float = 0.0  # > 0: targets pulled this far towards 0.5 (0.1: 0.05 and 0.95),
     # so no window is learnt as certain; held out (0.1) level with the recipe at two seeds: a
     # knob for experiments, off
