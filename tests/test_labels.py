@@ -26,13 +26,13 @@ def unit_with_two_events(fake_mic, tmp_path: Path) -> tuple[Path, dict, dict]:  
     config.write_text(base)
     drone = listen(fake_mic(EXAMPLE), "--config", str(config), "--duration", "16")
     assert drone.returncode == 0, drone.stderr
-    # an over-eager threshold: the night's frogs and wind raise an event, as a false alarm does
+    # an over-eager threshold: the night's crickets and wind raise an event, as a false alarm does
     config.write_text(base + "decision:\n  threshold: 0.02\n")
-    frogs = listen(fake_mic(FIXTURES / "night_background_16k.flac"), "--config", str(config),
+    night = listen(fake_mic(FIXTURES / "night_background_16k.flac"), "--config", str(config),
                    "--duration", "6")
-    assert frogs.returncode == 0, frogs.stderr
+    assert night.returncode == 0, night.stderr
     config.write_text(base)
-    return config, json.loads(drone.stdout.splitlines()[-1]), json.loads(frogs.stdout.splitlines()[-1])
+    return config, json.loads(drone.stdout.splitlines()[-1]), json.loads(night.stdout.splitlines()[-1])
 
 
 def test_judged_events_become_a_training_folder_the_trainer_reads(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
