@@ -12,6 +12,7 @@ Exporting again, from the same unit or another, merges into the same `labels.csv
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from nightear.config import NODE_PATTERN
 from nightear.errors import ConfigError
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
+from nightear.sinks.metrics import write_atomically
 from nightear.sinks.store import EventStore, StoredEvent
 
 LABEL_OF_VERDICT = {"drone": "drone", "not-drone": "background"}  # the training folder's labels
@@ -110,16 +112,12 @@ def export_labelled(store: EventStore, out: Path, since: datetime | None = None)
                          "group": f"{event.node}/{night_of(event)}", "event": event.id, "verdict_at": at}
         result.written[label] = result.written.get(label, 0) + 1
     if result.written:
-        tmp = labels_csv.with_name(f".{labels_csv.name}.tmp")
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows[path] for path in sorted(rows))
         try:
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, columns, restval="")
-                writer.writeheader()
-                writer.writerows(rows[path] for path in sorted(rows))
-            os.chmod(tmp, PRIVATE_FILE_MODE)
-            os.replace(tmp, labels_csv)
+            write_atomically(labels_csv, text.getvalue())
         except OSError as exc:
             raise ConfigError(f"{labels_csv}: cannot write it ({exc.strerror or exc})") from None
-        finally:
-            tmp.unlink(missing_ok=True)
     return result
