@@ -333,3 +333,20 @@ def test_drones_are_drawn_by_the_weights_asked_for() -> None:
     assert toy_share((("toy", 0.5),)) == pytest.approx(1 / 3, abs=0.08)  # unnamed drones weigh 1
     with pytest.raises(ValueError, match="drone_weights must be positive"):
         FieldSampler(drones, noise, RATE // 2, replace(config, drone_weights=(("toy", 0.0),)))
+
+
+def test_positives_keep_their_recorded_rotor_rate_in_the_share_asked_for() -> None:
+    # one drone at 300 Hz, its speed drawn from 0.5-0.6x unless played as recorded
+    rng = np.random.default_rng(7)
+    noise = [(0.001 * rng.standard_normal(RATE * 2)).astype(np.float32)]
+    config = AugmentConfig(lowpass_probability=0.0, speed=(0.5, 0.6), snr_db=(20.0, 20.0),
+                           tilt_db_per_octave=(0.0, 0.0), background_mix_probability=0.0)
+
+    def native_share(p: float) -> float:
+        sampler = FieldSampler([tone(300.0, 3.0)], noise, RATE // 2,
+                               replace(config, native_speed_probability=p))
+        return float(np.mean([abs(peak_hz(sampler.window(rng, True)) - 300.0) < 10.0 for _ in range(300)]))
+
+    assert native_share(0.0) == 0.0
+    assert native_share(0.3) == pytest.approx(0.3, abs=0.08)
+    assert native_share(1.0) == 1.0

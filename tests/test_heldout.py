@@ -15,7 +15,15 @@ from nightear.sources import WavSource  # noqa: E402
 from nightear_training.augment import FieldSampler  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
 from nightear_training.evaluate import count_events, threshold_for_rate  # noqa: E402
-from nightear_training.heldout import FOLDS, Fold, fainter, fold_items, fold_sets, held_out  # noqa: E402
+from nightear_training.heldout import (  # noqa: E402
+    FOLDS,
+    Fold,
+    fainter,
+    fold_items,
+    fold_sets,
+    held_out,
+    same_site_parts,
+)
 from nightear_training.per_recording import (  # noqa: E402
     arriving,
     choose,
@@ -43,6 +51,22 @@ def test_every_negative_is_held_out_once_and_outdoor_sources_go_whole(data_root:
     ambience = [c for c in clips if c.source == "ambience"]
     assert all(sum(c.path in p for p in held.values()) == 1 for c in ambience)
     assert min(sum(c.path in held[f.name] for c in ambience) for f in FOLDS) > 5  # spread over folds
+
+
+def test_same_site_models_miss_each_outdoor_flight_once_and_keep_its_site(data_root: Path) -> None:
+    # every Svanstrom flight is new to one of the two models, which both still hear the site
+    clips = [c for c in load_clips(data_root, ALL_SOURCES) if c.split != EXCLUDED]
+    parts = [{c.path for c in part} for part in same_site_parts(clips)]
+    assert not parts[0] & parts[1]
+    svanstrom = [c for c in clips if c.is_drone and c.drone == "svanstrom"]
+    assert all(sum(c.path in p for p in parts) == 1 for c in svanstrom)
+    assert abs(sum(c.path in parts[0] for c in svanstrom) - len(svanstrom) / 2) <= 0.5
+    site = [c for c in clips if c.source == "svanstrom-outdoor" and not c.is_drone]
+    assert all(0 < sum(c.path not in p for c in site) < len(site) for p in parts)
+    drones = [c for c in clips if c.is_drone]
+    assert [{c.group for c in drones if c.drone == "phantom" and c.path in p} for p in parts] == [
+        {"p1", "purdue_p2"}, {"wsu_p2"}]
+    assert not any(c.drone in ("bebop", "mambo", "iris") for c in drones if c.path in parts[0] | parts[1])
 
 
 def test_streets_are_a_hard_negative_not_field_ambience_and_frogs_a_pool_of_their_own(

@@ -82,6 +82,8 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert set(held["folds"]) <= {"bebop", "mambo", "svanstrom", "purdue"}
     assert set(held["at_threshold"]["drones"]) & {"svanstrom", "phantom"}
     assert held["at_threshold_arriving"]["pooled"].keys() == held["at_threshold"]["pooled"].keys()
+    same = saved["same_site"]  # new flights of trained makes, by models that missed them
+    assert same["epoch"] == 2 and same["threshold"] == info.threshold and "svanstrom" in same["drones"]
     assert set(saved["field"]["range_m"]) == {"recall_50", "recall_90"}
     lab = saved["lab_test_split"]  # the lab task as 1.0.0 measured it: one model without the split
     assert lab["clips"] > lab["drone_clips"] > 0 and lab["threshold"] == info.threshold
@@ -92,6 +94,7 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert f"accuracy **{lab['accuracy']}** at {lab['threshold']}" in card
     assert "non-commercial" in card and "False alarms per hour" in card and "Leave one drone out" in card
     assert "As drones arriving in a stream" in card  # the field's view of the same recordings
+    assert "Same site, other flights" in card
     report = (tmp_path / "models" / "nightear-drone.report.md").read_text()
     for image in ("roc_pr.png", "false_alarms.png", "recall.png"):
         assert image in report and (tmp_path / "models" / "nightear-drone.report" / image).stat().st_size

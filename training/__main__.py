@@ -1,6 +1,7 @@
-"""`python -m nightear_training build-default | requantize | evaluate | array-eval | split |
-fetch-data`: rebuild the shipped model (or only its INT8 file), measure a model file (alone, or
-behind each microphone array), show the grouped split, or download the public recordings."""
+"""`python -m nightear_training build-default | requantize | same-site | evaluate | array-eval |
+split | fetch-data`: rebuild the shipped model (or only its INT8 file, or add its same-site
+figures), measure a model file (alone, or behind each microphone array), show the grouped split,
+or download the public recordings."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("requantize", help="quantize --out's FP32 model again and remeasure its INT8 file")
     q.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
     q.add_argument("--data", type=Path)
+    m = sub.add_parser("same-site", help="add new flights of trained makes at trained sites, "
+                       "heard by models that missed them, to --out's metrics and card")
+    m.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
+    m.add_argument("--data", type=Path)
     e = sub.add_parser("evaluate", help="measure a model file on the test split (and a folder)")
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--data", type=Path)
@@ -78,6 +83,11 @@ def _run(args: argparse.Namespace) -> int:
         from nightear_training.build import BuildConfig, requantize
 
         requantize(BuildConfig(out_dir=args.out, data_root=args.data))
+        return 0
+    if args.command == "same-site":
+        from nightear_training.build import BuildConfig, add_same_site
+
+        add_same_site(BuildConfig(out_dir=args.out, data_root=args.data))
         return 0
     extra = tuple(load_folder(args.folder)) if args.folder else ()
     if args.command == "evaluate":

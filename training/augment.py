@@ -70,6 +70,9 @@ class AugmentConfig:
     # (Doppler): the speed drifts within a window by up to +-this share (0: held steady; 0.15
     # held out heard fewer unheard drones at every epoch from the 10th: a knob for experiments)
     speed_wander: float = 0.0
+    # share of positives played at the rate they were recorded at, not drawn from `speed`: the
+    # drones a unit meets include the makes trained on, flown as recorded
+    native_speed_probability: float = 0.0
     # a multirotor holding against wind or turning spins some rotors faster than others: its
     # comb splits in two. A share of the positives get a second crop of their recording played
     # faster by a ratio from `rotor_split`, `rotor_split_db` against the first (the toys hover
@@ -244,6 +247,8 @@ class FieldSampler:
             index = pool.draw_index(rng)
             take = lambda n: pool.crop(index, n, rng)  # noqa: E731
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        if c.native_speed_probability > 0 and rng.random() < c.native_speed_probability:
+            factor = 1.0
         if c.speed_wander <= 0:
             y = self._played_at(factor, take)
         else:  # the steady part by soxr (anti-aliased), the drift on a 4x oversampled copy

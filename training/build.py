@@ -108,6 +108,12 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         if lab is not None:
             log(f"lab test split, trained without it: accuracy {lab['accuracy']} "
                 f"({lab['drone_clips_missed']} drone clips missed, {lab['background_clips_over']} over)")
+    same = None
+    if config.heldout:  # new flights of trained makes at trained sites, by models that missed them
+        from nightear_training.heldout import same_site
+
+        same = same_site(recipe, clips, audio, mel_basis, stop, threshold, log)
+        same.pop("scores")
     # the shipped model hears every group, trained as the held-out runs were, to the chosen epoch
     shipped = recipe.stopped_after(stop)
     model, history, train_seconds = train_recipe(shipped, usable, [], audio, mel_basis, log)
@@ -148,6 +154,8 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
                                   log=log))
     if lab is not None:
         metrics["lab_test_split"] = lab
+    if same is not None:
+        metrics["same_site"] = same
     if heldout is not None:
         at = heldout["at_threshold"]
         metrics["heldout"] = heldout
@@ -181,6 +189,29 @@ def requantize(config: BuildConfig = BuildConfig(), log: Callable[[str], None] =
                                   log=log))
     _write(config, metrics)
     log(f"requantized {int8_path} ({int8_path.stat().st_size:,} bytes) and rewrote its card and report")
+    return metrics
+
+
+def add_same_site(config: BuildConfig = BuildConfig(),
+                  log: Callable[[str], None] = print) -> dict[str, object]:
+    """Measure a built model's recipe on new flights of trained makes at trained sites (as
+    `build` does) and add the figures to its metrics, card and report; nothing else changes."""
+    from nightear_training.heldout import same_site
+
+    base = config.out_dir / config.name
+    metrics = json.loads(Path(f"{base}.metrics.json").read_text())
+    built = metrics["training"]["recipe"]
+    if built != msgspec.to_builtins(config.recipe):
+        raise ValueError(f"{base}.metrics.json: built with another recipe than this code's default; "
+                         "rebuild it with build-default")
+    clips = load_clips(config.data_root, config.sources)
+    audio = load_bank(clips, config.recipe.frontend)
+    same = same_site(config.recipe, clips, audio, librosa_mel_basis(config.recipe.frontend),
+                     int(metrics["training"]["epochs_run"]), float(metrics["model"]["threshold"]), log)
+    same.pop("scores")
+    metrics["same_site"] = {**same, "machine": _machine()}
+    _write(config, metrics)
+    log(f"added the same-site figures to {base}.metrics.json and rewrote its card and report")
     return metrics
 
 

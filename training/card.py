@@ -191,10 +191,33 @@ def heldout_sections(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def same_site_sections(metrics: dict[str, Any]) -> list[str]:
+    """New flights of makes trained on, at sites trained on, by models that never heard them."""
+    same = metrics.get("same_site")
+    if not same:
+        return []
+    amb = same["ambience"]
+    return [
+        "## Same site, other flights (per recording, at the shipped threshold)", "",
+        "New flights of the outdoor drones the shipped model trains on, at their own site and "
+        "microphone (as a unit meets again a make it learnt from): two models of the recipe, "
+        f"trained to epoch {same['epoch']} on every group but half of svanstrom-outdoor's drone "
+        "recordings and the Phantom's P1 and Purdue P2 sessions or its WSU P2 session, and a "
+        "quarter of the negatives; each recording scored by the model that missed it, fainter "
+        "as in the leave-one-drone-out table.", "",
+        *recordings_table(same), "",
+        f"At {same['threshold']}: helicopters with an event {same['helicopters']['with_event']} of "
+        f"{same['helicopters']['of']}, outdoor backgrounds {same['backgrounds']['with_event']} of "
+        f"{same['backgrounds']['of']}; held-out ambience {amb['events']} events in "
+        f"{amb['unique_minutes']} min ({amb['per_hour']} per hour, 95% interval "
+        f"{amb['interval95'][0]}-{amb['interval95'][1]}).", "",
+    ]
+
+
 def field_sections(metrics: dict[str, Any]) -> list[str]:
     """False alarms, hard negatives, range, latency, unseen sources: shared with the report."""
     field, lines = metrics["field"], []
-    lines += heldout_sections(metrics) + recordings_sections(metrics)
+    lines += heldout_sections(metrics) + same_site_sections(metrics) + recordings_sections(metrics)
     scene = field["scene"]
     snr, slow = field["recall_vs_snr_db"], field["low_blade_pass_recall_vs_snr_db"]
     dist = field["recall_vs_distance_m"]
@@ -232,6 +255,7 @@ def _recipe_text(a: dict[str, Any]) -> str:
     weights = dict(a.get("drone_weights") or ())
     drawn = "each as often as the others" + ("" if not weights else " but " + ", ".join(
         f"{k} at {v:g}x" for k, v in sorted(weights.items())))
+    native = a.get("native_speed_probability", 0.0)  # metrics written before the knob lack it
     audible = a.get("audible_db")
     labels = ("" if not audible else
               f" Each positive is labelled by how well its drone is heard over its bed: 0 where its "
@@ -241,7 +265,9 @@ def _recipe_text(a: dict[str, Any]) -> str:
         f"Trained on examples drawn afresh every batch, {share:.0%} drone, {1 - share:.0%} "
         "background. A drone is "
         f"drawn first (Bebop, Mambo, the Svanstrom quadcopters, the Phantoms, the Iris: {drawn}), "
-        "then one of its recordings, sped up or slowed by "
+        "then one of its recordings, "
+        + (f"{native:.0%} played at the rate it was recorded at, the others " if native else "")
+        + "sped up or slowed by "
         f"{a['speed'][0]}-{a['speed'][1]}x ({a['large_drone_probability']:.0%} slowed to a large "
         f"multirotor's blade pass, {a['synthetic_probability']:.0%} synthetic); "
         f"{a['lowpass_probability']:.0%} are absorbed over {a['distance_m'][0]:.0f}-"

@@ -289,3 +289,48 @@ def leave_one_drone_out(
         "at_threshold_arriving": table(arriving(merged[epoch]), threshold),
         "by_epoch": summary, "scores": merged,
     }
+
+
+# Same site, other recordings: outdoor drones whose make, site and microphone the model trained
+# on, but not these recordings (new flights of a campaign it learnt from). Two models, each
+# without one part: Svanstrom's recordings alternately by a hash of their group, the Phantom's
+# sessions P1 and Purdue's P2 against WSU's P2 (LGgram's single flight always trained), and a
+# quarter of the negatives by group.
+SAME_SITE_PARTS = (("p1", "purdue_p2"), ("wsu_p2",))
+
+
+def same_site_parts(clips: Sequence[Clip]) -> list[list[Clip]]:
+    """The clips each same-site model never hears: its outdoor drone recordings and a quarter
+    of the negatives (usable clips only)."""
+    usable = [c for c in clips if c.split != EXCLUDED]
+    svanstrom = sorted((c for c in usable if c.is_drone and c.drone == "svanstrom"),
+                       key=lambda c: hash_fraction(f"samesite/{c.group}"))
+    parts = []
+    for k, phantom_groups in enumerate(SAME_SITE_PARTS):
+        drones = {c.path for c in svanstrom[k :: len(SAME_SITE_PARTS)]}
+        parts.append([c for c in usable if c.path in drones
+                      or (c.is_drone and c.drone == "phantom" and c.group in phantom_groups)
+                      or (not c.is_drone and k / 4 <= hash_fraction(f"samesite/{c.source}/{c.group}")
+                          < (k + 1) / 4)])
+    return parts
+
+
+def same_site(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray],
+              mel_basis: MelBasis, epoch: int, threshold: float,
+              log: Callable[[str], None] = print) -> dict[str, object]:
+    """Recordings heard of flights of trained makes at trained sites, each by a model trained to
+    `epoch` without it, at `threshold`; with the ambience those models never heard."""
+    usable = [c for c in clips if c.split != EXCLUDED]
+    fold = Fold("same site", ("svanstrom", "phantom"))
+    scores = []
+    for held in same_site_parts(clips):
+        paths = {c.path for c in held}
+        train_clips = [c for c in usable if c.path not in paths]
+        items = fold_items(fold, held, audio, recipe, mel_basis, seed=0)
+        log(f"same site: {len(train_clips)} training clips, {len(items.recordings)} held-out recordings")
+        model, _, _ = train_recipe(recipe.stopped_after(epoch), train_clips, [], audio, mel_basis, log)
+        scores.append(score_items(torch_scorer(model), items))
+    merged = merge(scores)
+    at = table(merged, threshold)
+    kept = ("drones", "pooled", "mean_share_over_drones", "ambience", "helicopters", "backgrounds")
+    return {"epoch": epoch, "threshold": threshold, **{k: at[k] for k in kept}, "scores": merged}

@@ -122,7 +122,8 @@ def table(scores: Scores, threshold: float, decision: DecisionConfig = DecisionC
         "backgrounds": {"with_event": heard.get("background", {}).get("0", [0, 0])[0],
                         "of": heard.get("background", {}).get("0", [0, 0])[1]},
         "ambience": {"unique_minutes": round(hours * 60, 1), "events": events,
-                     "per_hour": round(events / hours, 3), "interval95": poisson_interval(events, hours)},
+                     "per_hour": round(events / hours, 3) if hours else None,  # none held out
+                     "interval95": poisson_interval(events, hours) if hours else None},
         "hard_negatives": {kind: {"minutes": round(k["seconds"] / 60, 1),
                                   "share_of_windows": round(k["over"] / max(k["windows"], 1), 4),
                                   "events": int(k["events"]),
