@@ -143,6 +143,21 @@ def test_array_evaluation_of_the_shipped_model_writes_its_report(data_root: Path
     assert "Bearing error" in (tmp_path / "nightear-drone.array.md").read_text()
 
 
+def test_same_site_figures_are_not_added_to_a_model_of_another_recipe(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    # the shipped metrics name the recipe they were built with: another one is refused, untouched
+    from nightear_training.__main__ import main
+
+    metrics = json.loads((FIXTURES.parents[1] / "models" / "nightear-drone.metrics.json").read_text())
+    metrics["training"]["recipe"]["augment"]["speed"] = [0.9, 1.1]
+    written = json.dumps(metrics)
+    (tmp_path / "nightear-drone.metrics.json").write_text(written)
+    assert main(["same-site", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "nightear-drone.metrics.json" in error and "another recipe" in error
+    assert (tmp_path / "nightear-drone.metrics.json").read_text() == written
+
+
 def loud_band_batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Windows of noise, every other one a drone: a band 40 dB over the noise."""
     rng = np.random.default_rng(seed)

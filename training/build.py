@@ -201,7 +201,9 @@ def add_same_site(config: BuildConfig = BuildConfig(),
     base = config.out_dir / config.name
     metrics = json.loads(Path(f"{base}.metrics.json").read_text())
     built = metrics["training"]["recipe"]
-    if built != msgspec.to_builtins(config.recipe):
+    current = json.loads(json.dumps(msgspec.to_builtins(config.recipe)))  # tuples as JSON lists
+    # a knob added since the build is absent from its metrics: it ran at the knob's default
+    if any(built[part].get(k, v) != v for part in current for k, v in current[part].items()):
         raise ValueError(f"{base}.metrics.json: built with another recipe than this code's default; "
                          "rebuild it with build-default")
     clips = load_clips(config.data_root, config.sources)

@@ -204,13 +204,16 @@ def same_site_sections(metrics: dict[str, Any]) -> list[str]:
         f"trained to epoch {same['epoch']} on every group but half of svanstrom-outdoor's drone "
         "recordings and the Phantom's P1 and Purdue P2 sessions or its WSU P2 session, and a "
         "quarter of the negatives; each recording scored by the model that missed it, fainter "
-        "as in the leave-one-drone-out table.", "",
+        "as in the leave-one-drone-out table" + (
+            f" (added by `same-site` on {same['machine']['processor']} with "
+            f"{same['machine']['cpus']} CPUs)" if "machine" in same else "") + ".", "",
         *recordings_table(same), "",
         f"At {same['threshold']}: helicopters with an event {same['helicopters']['with_event']} of "
         f"{same['helicopters']['of']}, outdoor backgrounds {same['backgrounds']['with_event']} of "
-        f"{same['backgrounds']['of']}; held-out ambience {amb['events']} events in "
-        f"{amb['unique_minutes']} min ({amb['per_hour']} per hour, 95% interval "
-        f"{amb['interval95'][0]}-{amb['interval95'][1]}).", "",
+        f"{same['backgrounds']['of']}; " + (
+            f"held-out ambience {amb['events']} events in {amb['unique_minutes']} min "
+            f"({amb['per_hour']} per hour, 95% interval {amb['interval95'][0]}-{amb['interval95'][1]})."
+            if amb["interval95"] else "no ambience held out."), "",
     ]
 
 

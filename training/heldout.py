@@ -18,6 +18,9 @@ exactly that, with models that never trained on what they are tested on:
 - scored after several epochs of the same run, so epochs and threshold are chosen here and not
   on validation AUC of mostly indoor clips.
 
+Beside it, `same_site`: new flights of the outdoor makes trained on, at their own site and
+microphone, each counted by a model that missed that flight but heard the others.
+
 How the scores are counted (per recording, per hour, the low-alarm share) is
 `per_recording`'s.
 """
