@@ -113,7 +113,6 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         from nightear_training.heldout import same_site
 
         same = same_site(recipe, clips, audio, mel_basis, stop, threshold, log)
-        same.pop("scores")
     # the shipped model hears every group, trained as the held-out runs were, to the chosen epoch
     shipped = recipe.stopped_after(stop)
     model, history, train_seconds = train_recipe(shipped, usable, [], audio, mel_basis, log)
@@ -210,7 +209,6 @@ def add_same_site(config: BuildConfig = BuildConfig(),
     audio = load_bank(clips, config.recipe.frontend)
     same = same_site(config.recipe, clips, audio, librosa_mel_basis(config.recipe.frontend),
                      int(metrics["training"]["epochs_run"]), float(metrics["model"]["threshold"]), log)
-    same.pop("scores")
     metrics["same_site"] = {**same, "machine": _machine()}
     _write(config, metrics)
     log(f"added the same-site figures to {base}.metrics.json and rewrote its card and report")

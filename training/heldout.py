@@ -333,7 +333,6 @@ def same_site(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarra
         log(f"same site: {len(train_clips)} training clips, {len(items.recordings)} held-out recordings")
         model, _, _ = train_recipe(recipe.stopped_after(epoch), train_clips, [], audio, mel_basis, log)
         scores.append(score_items(torch_scorer(model), items))
-    merged = merge(scores)
-    at = table(merged, threshold)
+    at = table(merge(scores), threshold)
     kept = ("drones", "pooled", "mean_share_over_drones", "ambience", "helicopters", "backgrounds")
-    return {"epoch": epoch, "threshold": threshold, **{k: at[k] for k in kept}, "scores": merged}
+    return {"epoch": epoch, "threshold": threshold, **{k: at[k] for k in kept}}
