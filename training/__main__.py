@@ -1,5 +1,5 @@
-"""`python -m nightear_training build-default | requantize | same-site | evaluate | array-eval |
-split | fetch-data`: rebuild the shipped model (or only its INT8 file, or add its same-site
+"""`python -m nightear_training build-default | requantize | same-site | compare | fit | evaluate |
+array-eval | split | fetch-data`: rebuild the shipped model (or only its INT8 file, or add its same-site
 figures), measure a model file (alone, or behind each microphone array), show the grouped split,
 or download the public recordings."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from nightear.errors import NightearError
 from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
 from nightear_training.fetch import RAW_URL, FetchError, fetch_data
-from nightear_training.recipe import Recipe
+from nightear_training.recipe import RECIPES, Recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--data", type=Path)
     a.add_argument("--out", type=Path, help="where the report goes (default: beside the model)")
     a.add_argument("--max-passes", type=int, default=40, help="drone passes per SNR")
+    c = sub.add_parser("compare", help="recipes by leave one outdoor site out over seeds: each "
+                       "figure's mean and range, in --out/compare.json")
+    c.add_argument("recipes", nargs="+", choices=sorted(RECIPES), metavar="RECIPE",
+                   help=f"one or more of {', '.join(sorted(RECIPES))}")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--folds", choices=("sites", "all"), default="sites",
+                   help="sites: the three outdoor sites; all: the indoor toys too")
+    c.add_argument("--processes", type=int, default=2, help="seeds trained at once, one core each")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--data", type=Path)
+    t = sub.add_parser("fit", help="a model file on the drone recordings it trained on, at its threshold")
+    t.add_argument("--model", type=Path, required=True)
+    t.add_argument("--data", type=Path)
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     f = sub.add_parser("fetch-data", help="download the public recordings into DIR, laid out as "
@@ -70,6 +83,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "fetch-data":
         fetch_data(args.dir, args.sources, args.base_url or RAW_URL)
         print(f"NIGHTEAR_DATA={args.dir} now holds the public recordings")
+        return 0
+    if args.command == "compare":
+        from nightear_training.compare import compare
+
+        compare(args.recipes, args.seeds, args.out, args.folds, args.data, args.processes)
+        return 0
+    if args.command == "fit":
+        from nightear_training.compare import fit_of_file
+
+        print(json.dumps(fit_of_file(args.model, args.data), indent=1))
         return 0
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))

@@ -20,13 +20,15 @@ SPLIT_SALT = "nightear-split-v1"
 ESC50_FOLD_SPLIT = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "test"}
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # by group hash / by position; the rest is test
 DRONE_AUDIO_DATASET = "drone-audio-dataset"
-OUTDOOR_SOURCES = ("svanstrom-outdoor", "purdue-outdoor")
+OUTDOOR_SOURCES = ("svanstrom-outdoor", "purdue-outdoor", "gunhoo-outdoor")
 AMBIENCE = "ambience"  # long outdoor ambience and frog choruses: negatives, beds, false alarms
 ALL_SOURCES = (DRONE_AUDIO_DATASET, *OUTDOOR_SOURCES, AMBIENCE)
 EXCLUDED = "excluded"  # the split of clips whose label cannot be trusted
 # Clips whose drone may be inaudible (the data's README: "check before trusting them as
 # positives"): kept out of training and of every metric, and scored on their own.
-UNCERTAIN_PREFIXES = {"purdue-outdoor": ("drone/background_in_air_iris", "drone/in_air_iris_far_away")}
+# gunhoo-outdoor's 1-m clips are the rotors' downwash on the microphone, no sound of the field.
+UNCERTAIN_PREFIXES = {"purdue-outdoor": ("drone/background_in_air_iris", "drone/in_air_iris_far_away"),
+                      "gunhoo-outdoor": ("drone/1m/",)}
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def load_manifest(source_dir: Path) -> list[Clip]:
     with manifest.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     source = source_dir.name
-    rows = [dict(r, uncertain=_is_uncertain(source, r["path"])) for r in rows]
+    # a row of no frames is no recording (gunhoo-outdoor lists one empty file)
+    rows = [dict(r, uncertain=_is_uncertain(source, r["path"])) for r in rows if r.get("frames") != "0"]
     by_label: dict[str, list[str]] = {}
     for row in rows:
         if not row["uncertain"]:

@@ -35,7 +35,8 @@ class DroneCNN(nn.Module):
     def __init__(self, n_mels: int, mean_db: float = -60.0, std_db: float = 20.0,
                  channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, contrast_bands: int = 0,
                  pool_bands: bool = False, level_free: bool = False, time_max: bool = False,
-                 harmonics: tuple[int, ...] = (), band_hz: Sequence[float] | None = None):
+                 harmonics: tuple[int, ...] = (), band_hz: Sequence[float] | None = None,
+                 global_pool: bool = False):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
@@ -58,14 +59,16 @@ class DroneCNN(nn.Module):
             self.register_buffer("harmonic_mask", (target <= centres[-1] + 1e-3).float()[None, :, :, None])
         blocks, c_in = [], (2 if contrast_bands else 1) + len(self.harmonics)
         for i, c_out in enumerate(channels):
-            blocks.append(_block(c_in, c_out, pool=i < len(channels) - 1))
+            blocks.append(_block(c_in, c_out, pool=global_pool or i < len(channels) - 1))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         # pool_bands: the head sees each channel's mean and maximum over the bands, not every
         # band: a pattern counts wherever it lies in frequency (another rotor rate, another
         # microphone's colour), as the convolutions already treat it
         self.pool_bands = pool_bands
-        freq_out = 2 if pool_bands else n_mels // 2 ** (len(channels) - 1)
+        # global_pool: each channel's mean over bands and frames, wherever the pattern lies
+        self.global_pool = global_pool
+        freq_out = 1 if global_pool else 2 if pool_bands else n_mels // 2 ** (len(channels) - 1)
         # time_max: the head sees each band's maximum over time beside its mean, so a drone
         # heard in part of the window (passing, turning, gusts masking it) is not averaged away
         self.time_max = time_max
@@ -84,6 +87,8 @@ class DroneCNN(nn.Module):
                 x.shape[0], len(self.harmonics), x.shape[2], x.shape[3]) * self.harmonic_mask
             x = torch.cat((x, stacked), dim=1)
         x = self.features(x)
+        if self.global_pool:
+            return self.head(self.dropout(x.mean(dim=(2, 3))))
         x = torch.cat((x.mean(dim=3), x.amax(dim=3)), dim=1) if self.time_max else x.mean(dim=3)
         if self.pool_bands:
             x = torch.stack((x.mean(dim=2), x.amax(dim=2)), dim=2)

@@ -7,6 +7,7 @@ rescored under any threshold or decision settings without training again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -162,3 +163,32 @@ def choose(scores_by_epoch: dict[int, Scores], target_per_hour: float,
             threshold = threshold_for_rate(false_alarms(scores, decision=decision)["curve"], target_per_hour)
             best = (value, epoch, threshold)
     return best[1], best[2]
+
+
+def threshold_setters(scores: Scores, threshold: float, n: int = 3,
+                      decision: DecisionConfig = DecisionConfig()) -> list[dict[str, object]]:
+    """The ambience recordings most like a drone: each with the highest threshold at which it
+    would raise an event. Those at or over `threshold` raised its false alarms; the first one
+    under it is what keeps the threshold from going lower."""
+    names = scores.get("stream_names") or [group for group, _, _ in scores["streams"]]
+    ranked = sorted(((event_score(p, decision), name) for name, (_, _, p) in
+                     zip(names, scores["streams"], strict=True)), reverse=True)
+    over = [r for r in ranked if r[0] >= threshold]
+    under = [r for r in ranked if r[0] < threshold][: max(1, n - len(over))]
+    return [{"recording": name, "event_score": round(value, 5)} for value, name in over + under]
+
+
+DISTANCE = re.compile(r"/(\d+)m[-/]")  # gunhoo-outdoor's labelled distance in a recording's name
+
+
+def range_curve(scores: Scores, threshold: float, group: str = "gunhoo",
+                decision: DecisionConfig = DecisionConfig()) -> dict[str, dict[str, int]]:
+    """Recordings of one drone heard as recorded, by the distance labelled in their names."""
+    curve: dict[int, list[int]] = {}
+    for name, g, level, p in scores["recordings"]:
+        match = DISTANCE.search(name)
+        if g == group and level == 0 and match:
+            counts = curve.setdefault(int(match.group(1)), [0, 0])
+            counts[0] += int(event_score(p, decision) >= threshold)
+            counts[1] += 1
+    return {f"{d} m": {"heard": h, "of": n} for d, (h, n) in sorted(curve.items())}

@@ -21,6 +21,7 @@ from nightear_training.augment import AugmentConfig, FieldSampler
 from nightear_training.data import Clip
 from nightear_training.features import load_audio, pad_to
 from nightear_training.model import DroneCNN
+from nightear_training.plain import PlainConfig, PlainSampler
 from nightear_training.train import History, SampledBatches, TrainConfig, train
 
 _AUDIO_CACHE: dict[Path, np.ndarray] = {}  # decoded once per process: notebooks rebuild often
@@ -33,6 +34,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    plain: PlainConfig | None = None  # set: the plain sampler draws the examples, not `augment`
 
     def with_epochs(self, epochs: int) -> Recipe:
         return replace(self, train=replace(self.train, epochs=epochs))
@@ -40,6 +42,18 @@ class Recipe:
     def stopped_after(self, epoch: int) -> Recipe:
         """The same schedule, ended after `epoch`: as the held-out runs were scored there."""
         return replace(self, train=replace(self.train, stop_after=epoch))
+
+
+# The plain recipe: 1-s examples, half drones, from `PlainSampler`; four conv blocks of 16-32-64-64
+# channels that all pool, a global mean, one linear layer; AdamW, a one-cycle schedule to 3e-3
+# over 1,000 steps of 96 (ten "epochs" of 100 steps, so held-out runs can score along the way).
+PLAIN = Recipe(
+    train=TrainConfig(epochs=10, batches_per_epoch=100, batch_size=96, learning_rate=3e-3,
+                      weight_decay=1e-3, mask_bands=0, mask_frames=0, channels=(16, 32, 64, 64),
+                      global_pool=True, dropout=0.0),
+    plain=PlainConfig(),
+)
+RECIPES = {"field": Recipe(), "plain": PLAIN}  # selectable by name (`--recipe`)
 
 
 def load_bank(clips: Sequence[Clip], frontend: FrontendConfig, workers: int = 2) -> dict[Path, np.ndarray]:
@@ -60,9 +74,15 @@ def clip_log_mels(clips: Sequence[Clip], audio: dict[Path, np.ndarray], frontend
 
 
 def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path, np.ndarray],
-                  seed: int) -> FieldSampler:
+                  seed: int) -> FieldSampler | PlainSampler:
     """The sampler over these clips: drones by make and site (but the kinds the recipe leaves
-    out of the positives), backgrounds by pool."""
+    out of the positives), backgrounds by pool; for the plain recipe both by data set."""
+    window_samples = recipe.frontend.samples_for_frames(recipe.train.window_frames)
+    if recipe.plain is not None:
+        by_source: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
+        for c in train_clips:
+            by_source[0 if c.is_drone else 1].setdefault(c.source, []).append(audio[c.path])
+        return PlainSampler(*by_source, window_samples, recipe.plain, recipe.frontend.sample_rate, seed)
     drones: dict[str, list[np.ndarray]] = {}
     backgrounds: dict[str, list[np.ndarray]] = {}
     for c in train_clips:
@@ -70,8 +90,8 @@ def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path,
             continue
         (drones.setdefault(c.drone, []) if c.is_drone
          else backgrounds.setdefault(c.pool, [])).append(audio[c.path])
-    return FieldSampler(drones, backgrounds, recipe.frontend.samples_for_frames(recipe.train.window_frames),
-                        recipe.augment, recipe.frontend.sample_rate, seed=seed)
+    return FieldSampler(drones, backgrounds, window_samples, recipe.augment, recipe.frontend.sample_rate,
+                        seed=seed)
 
 
 def train_recipe(

@@ -22,6 +22,7 @@ from nightear.frontend import FrontendConfig, MelBasis, log_mel
 from nightear_training.augment import FieldSampler
 from nightear_training.features import WINDOW_FRAMES, clip_windows
 from nightear_training.model import CHANNELS, DroneCNN
+from nightear_training.plain import PlainSampler
 
 Batch = tuple[np.ndarray, np.ndarray]  # (n, n_mels, frames) float32 dB, (n,) labels 0/1 (soft: audible_db)
 
@@ -52,6 +53,9 @@ class TrainConfig:
     harmonics: tuple[int, ...] = ()  # e.g. (2, 3, 4): input channels holding each band's
     # harmonics' bands (`DroneCNN`), for a comb whatever its rotor rate ((2, 3, 4) held out, two
     # seeds: 0.327 and 0.281 against the recipe's 0.370 and 0.337: a knob for experiments, off)
+    global_pool: bool = False  # every block pools and the head sees each channel's mean over
+    # bands and frames (the plain recipe's network), not each band
+    dropout: float = 0.2
     seed: int = 0
     threads: int = 2
     ema_decay: float = 0.0  # > 0: score and return a moving average of the weights, per step
@@ -82,14 +86,14 @@ class History:
 class SampledBatches:
     """Balanced batches of field-like windows, as features from the edge front-end."""
 
-    def __init__(self, sampler: FieldSampler, frontend: FrontendConfig, mel_basis: MelBasis):
+    def __init__(self, sampler: FieldSampler | PlainSampler, frontend: FrontendConfig, mel_basis: MelBasis):
         self.sampler, self.frontend, self.mel_basis = sampler, frontend, mel_basis
 
     def __call__(self, seed: int, size: int) -> Batch:
         rng = np.random.default_rng(seed)
         share, i = self.sampler.config.positive_share, np.arange(size)
         labels = (np.floor((i + 1) * share) - np.floor(i * share)).astype(np.int64)  # 0.5: 0, 1, 0, 1, ...
-        if self.sampler.config.paired_negative_probability > 0:  # (negative, positive) pairs
+        if getattr(self.sampler.config, "paired_negative_probability", 0.0) > 0:  # (negative, positive) pairs
             audio = [y for _ in range(size // 2) for y in self.sampler.pair(rng)[::-1]]
             if size % 2:
                 audio.append(self.sampler.window(rng, False))
@@ -246,6 +250,7 @@ def train(
                      channels=config.channels, contrast_bands=config.contrast_bands,
                      pool_bands=config.pool_bands, level_free=config.level_free,
                      time_max=config.time_max, harmonics=config.harmonics,
+                     global_pool=config.global_pool, dropout=config.dropout,
                      band_hz=band_centres_hz(frontend) if config.harmonics else None)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)

@@ -1,0 +1,196 @@
+"""Comparing recipes the way the field judges them, over seeds, and the fit check.
+
+A recipe is judged by leave one outdoor site out (`heldout.SITE_FOLDS`: each site's drones, site
+and microphone never heard), per recording through the daemon's decision logic, at the
+threshold its own out-of-fold outdoor ambience sets for one false alarm an hour and at fixed
+thresholds; two seeds of one recipe differ, so each recipe runs several seeds (in parallel
+processes, one core each) and every figure is reported as mean and range. A change counts
+only where it moves a figure beyond that range.
+
+`fit`: the shipped model on what it trained on, counted the same way. A model that does not hear
+its own outdoor recordings cannot hear new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from nightear.frontend import MelBasis, librosa_mel_basis, log_mel
+from nightear_training.data import ALL_SOURCES, DRONE_AUDIO_DATASET, EXCLUDED, Clip, load_clips
+from nightear_training.features import clip_windows, eval_hop_frames, pad_to
+from nightear_training.heldout import (
+    SITE_FOLDS,
+    TOY_FOLDS,
+    Fold,
+    Item,
+    leave_one_drone_out,
+    recordings,
+)
+from nightear_training.lab import lab_test_clips
+from nightear_training.per_recording import Scores, event_score, range_curve, table, threshold_setters
+from nightear_training.recipe import RECIPES, Recipe, load_bank
+
+FIXED_THRESHOLDS = (0.9, 0.95)  # beside each seed's own 1/h threshold: comparable across runs
+FOLD_SETS = {"sites": SITE_FOLDS, "all": (*TOY_FOLDS, *SITE_FOLDS)}
+
+
+def figures(scores: Scores, threshold: float) -> dict[str, object]:
+    """What the field would see at `threshold`: outdoor drones heard per site and level, the
+    range curve, negatives with an event, false alarms per hour per kind, the recordings that
+    set the threshold."""
+    at = table(scores, threshold)
+    return {
+        "threshold": round(threshold, 5),
+        "drones": {g: {lvl: f"{v['heard']}/{v['of']}" for lvl, v in levels.items()}
+                   for g, levels in at["drones"].items()},
+        "share_by_level": at["mean_share_over_drones"],
+        "gunhoo_range": range_curve(scores, threshold),
+        "helicopters": f"{at['helicopters']['with_event']}/{at['helicopters']['of']}",
+        "backgrounds": f"{at['backgrounds']['with_event']}/{at['backgrounds']['of']}",
+        "ambience": at["ambience"],
+        "hard_negatives_per_hour": {k: v["events_per_hour"] for k, v in at["hard_negatives"].items()},
+        "threshold_setters": threshold_setters(scores, threshold),
+    }
+
+
+def seed_run(recipe_name: str, seed: int, folds: str, out_dir: Path, data_root: Path | None = None,
+             threads: int = 1) -> dict[str, object]:
+    """One seed of a recipe through leave one site out; raw scores pickled beside the summary."""
+    base = RECIPES[recipe_name]
+    recipe = replace(base, train=replace(base.train, seed=seed, threads=threads))
+    clips = load_clips(data_root, ALL_SOURCES)
+    audio = load_bank(clips, recipe.frontend)
+    started = time.perf_counter()
+    log_path = out_dir / f"{recipe_name}-seed{seed}.log"
+    with log_path.open("w") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        run = leave_one_drone_out(recipe, clips, audio, librosa_mel_basis(recipe.frontend),
+                                  (recipe.train.epochs,), 1.0, FOLD_SETS[folds], log=log, items_seed=0)
+    scores = run.pop("scores")[int(run["chosen_epoch"])]
+    (out_dir / f"{recipe_name}-seed{seed}.pkl").write_bytes(pickle.dumps(scores))
+    summary = {"recipe": recipe_name, "seed": seed, "folds": folds,
+               "minutes": round((time.perf_counter() - started) / 60, 1),
+               "at_1_per_hour": figures(scores, float(run["threshold"])),
+               **{f"at_{t}": figures(scores, t) for t in FIXED_THRESHOLDS}}
+    (out_dir / f"{recipe_name}-seed{seed}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _seed_run_args(args: tuple) -> dict[str, object]:
+    return seed_run(*args)
+
+
+def compare(recipe_names: Sequence[str], seeds: Sequence[int], out_dir: Path, folds: str = "sites",
+            data_root: Path | None = None, processes: int = 2,
+            log: Callable[[str], None] = print) -> dict[str, object]:
+    """Every recipe at every seed (`processes` at a time, one core each), then each figure's
+    mean and range over the seeds, per recipe: written to `out_dir/compare.json`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(name, seed, folds, out_dir, data_root) for name in recipe_names for seed in seeds]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        runs = []
+        for summary in pool.imap_unordered(_seed_run_args, jobs):
+            log(f"{summary['recipe']} seed {summary['seed']}: {summary['minutes']} min, share "
+                f"{summary['at_1_per_hour']['share_by_level']} at {summary['at_1_per_hour']['threshold']}")
+            runs.append(summary)
+    result = {name: spread([r for r in runs if r["recipe"] == name]) for name in recipe_names}
+    (out_dir / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def spread(runs: Sequence[dict]) -> dict[str, object]:
+    """Each numeric figure (and each `heard/of` count) over seeds: mean, min and max."""
+    flat = [_flatten(r) for r in sorted(runs, key=lambda r: r["seed"])]
+    out: dict[str, object] = {"seeds": [r["seed"] for r in sorted(runs, key=lambda r: r["seed"])]}
+    for key in flat[0] if flat else []:
+        values = [f.get(key) for f in flat]
+        if all(isinstance(v, float | int) for v in values):
+            out[key] = {"mean": round(float(np.mean(values)), 3), "min": min(values), "max": max(values)}
+    return out
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}." if not prefix else f"{prefix}{k}."))
+    elif isinstance(tree, str) and "/" in tree and tree.replace("/", "").isdigit():
+        heard, of = (int(x) for x in tree.split("/"))
+        out[prefix.rstrip(".")] = heard
+        out[prefix.rstrip(".") + ".of"] = of
+    elif isinstance(tree, bool):
+        pass
+    elif isinstance(tree, int | float):
+        out[prefix.rstrip(".")] = tree
+    return out
+
+
+def fit(score: Callable[[np.ndarray], np.ndarray], trained: Sequence[Clip], audio: dict[Path, np.ndarray],
+        recipe: Recipe, mel_basis: MelBasis, threshold: float) -> dict[str, object]:
+    """The model on the drone recordings it trained on, as recorded: per recording for the
+    outdoor sets, per group of 1-s clips for the toys (each joined, as `heldout.recordings`
+    joins them), an event or not through the daemon's decision logic at `threshold`; and the
+    lab test split per clip by its mean window probability, when it was trained on."""
+    fe = recipe.frontend
+    usable = [c for c in trained if c.split != EXCLUDED]
+    out: dict[str, dict[str, object]] = {}
+    for drone in sorted({c.drone for c in usable if c.is_drone}):
+        heard = []
+        for name, y in recordings([c for c in usable if c.is_drone and c.drone == drone], audio,
+                                  fe.sample_rate):
+            heard.append((name, event_score(_batched(score, _windows(y, recipe, mel_basis))) >= threshold))
+        out[drone] = {"heard": sum(h for _, h in heard), "of": len(heard),
+                      "missed": [n for n, h in heard if not h][:20]}
+    outdoor = [v for d, v in out.items() if d not in ("bebop", "mambo")]
+    result: dict[str, object] = {
+        "threshold": threshold, "drones": out,
+        "outdoor": {"heard": sum(int(v["heard"]) for v in outdoor), "of": sum(int(v["of"]) for v in outdoor)},
+    }
+    lab = [c for c in lab_test_clips(usable)]
+    if lab:
+        right = 0
+        for c in lab:
+            mean = float(_batched(score, _windows(audio[c.path], recipe, mel_basis)).mean())
+            right += int((mean >= threshold) == c.is_drone)
+        result["lab_test_split"] = {"clips": len(lab), "accuracy": round(right / len(lab), 4)}
+    return result
+
+
+def _windows(y: np.ndarray, recipe: Recipe, mel_basis: MelBasis) -> np.ndarray:
+    """A recording's windows, cut as the daemon cuts them."""
+    fe, width = recipe.frontend, recipe.train.window_frames
+    return clip_windows(log_mel(pad_to(y, fe.samples_for_frames(width)), fe, mel_basis), width,
+                        eval_hop_frames(fe))
+
+
+def _batched(score: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> np.ndarray:
+    return np.concatenate([score(windows[i : i + 512]) for i in range(0, len(windows), 512)])
+
+
+def fit_of_file(model_path: Path, data_root: Path | None = None) -> dict[str, object]:
+    """`fit` of a model file on the shared sets it names as its training sources, at its own
+    threshold, scored by the daemon's classifier (INT8 as shipped)."""
+    from nightear.classifier import OnnxClassifier
+
+    classifier = OnnxClassifier(model_path)
+    sources = tuple(json.loads(classifier.info.metadata.get("training_sources", "null"))
+                    or (DRONE_AUDIO_DATASET,))
+    recipe = RECIPES["field"]
+    clips = load_clips(data_root, sources)
+    audio = load_bank(clips, recipe.frontend)
+    return fit(classifier.score, clips, audio, recipe, librosa_mel_basis(recipe.frontend),
+               classifier.info.threshold)
+
+
+__all__ = ["Fold", "Item", "compare", "figures", "fit", "fit_of_file", "seed_run", "spread"]
