@@ -17,10 +17,9 @@ import onnx  # noqa: E402
 from nightear.classifier import OnnxClassifier  # noqa: E402
 from nightear.frontend import FrontendConfig, librosa_mel_basis, log_mel  # noqa: E402
 from nightear.sources import WavSource  # noqa: E402
-from nightear_training.augment import AugmentConfig  # noqa: E402
 from nightear_training.build import BuildConfig, build  # noqa: E402
 from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips, load_folder, split_of  # noqa: E402
-from nightear_training.recipe import Recipe, clip_log_mels, load_bank  # noqa: E402
+from nightear_training.recipe import RECIPES, clip_log_mels, load_bank  # noqa: E402
 from nightear_training.train import TrainConfig  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 
@@ -57,10 +56,10 @@ def test_training_features_are_the_daemons_features(data_root: Path) -> None:
 
 
 def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path) -> None:
-    recipe = Recipe(train=TrainConfig(epochs=2, batches_per_epoch=4),
-                    augment=AugmentConfig(synthetic_bank=8))
+    plain = RECIPES["plain"]
+    recipe = replace(plain, train=replace(plain.train, epochs=2, batches_per_epoch=3, batch_size=32))
     config = BuildConfig(out_dir=tmp_path / "models", data_root=data_root, max_clips_per_split=12,
-                         recipe=recipe, heldout_epochs=(2,))
+                         recipe=recipe)
     lines: list[str] = []
     metrics = build(config, log=lines.append)
     assert any("epoch   2/2  loss" in line for line in lines)  # progress per epoch
@@ -76,25 +75,23 @@ def test_tiny_build_exports_a_checked_int8_model(data_root: Path, tmp_path: Path
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ INT8
     saved = json.loads((tmp_path / "models" / "nightear-drone.metrics.json").read_text())
     fa = saved["false_alarms"]
-    assert fa["unique_minutes"] > 0 and fa["folds"] >= 2
-    held = saved["heldout"]  # the epoch and threshold come from drones the runs never heard
+    assert fa["unique_minutes"] > 0 and fa["folds"] == 3
+    held = saved["heldout"]  # the threshold comes from sites the runs never heard
     assert held["chosen_epoch"] == 2 and held["threshold"] == info.threshold
-    assert set(held["folds"]) <= {"bebop", "mambo", "svanstrom", "purdue"}
-    assert set(held["at_threshold"]["drones"]) & {"svanstrom", "phantom"}
-    assert held["at_threshold_arriving"]["pooled"].keys() == held["at_threshold"]["pooled"].keys()
+    assert set(held["folds"]) == {"svanstrom", "purdue", "gunhoo"}
+    assert set(held["sites"]["drones"]) >= {"svanstrom", "phantom", "gunhoo"}
+    assert held["sites"]["gunhoo_range"] and held["sites"]["threshold_setters"]
     same = saved["same_site"]  # new flights of trained makes, by models that missed them
     assert same["epoch"] == 2 and same["threshold"] == info.threshold and "svanstrom" in same["drones"]
+    fit = saved["fit"]  # the file on what it trained on
+    assert fit["threshold"] == info.threshold and {"svanstrom", "phantom", "gunhoo"} <= set(fit["drones"])
+    assert fit["outdoor"]["of"] == sum(fit["drones"][d]["of"] for d in ("svanstrom", "phantom", "gunhoo",
+                                                                        "iris") if d in fit["drones"])
     assert set(saved["field"]["range_m"]) == {"recall_50", "recall_90"}
-    lab = saved["lab_test_split"]  # the lab task as 1.0.0 measured it: one model without the split
-    assert lab["clips"] > lab["drone_clips"] > 0 and lab["threshold"] == info.threshold
-    assert lab["trained_on"] == saved["training"]["clips"] - lab["clips"]
-    assert sum(lab["over_by_kind"].values()) == lab["background_clips_over"]  # the errors, by sound
-    assert sum(lab["missed_by_kind"].values()) == lab["drone_clips_missed"]
     card = (tmp_path / "models" / "nightear-drone.card.md").read_text()
-    assert f"accuracy **{lab['accuracy']}** at {lab['threshold']}" in card
-    assert "non-commercial" in card and "False alarms per hour" in card and "Leave one drone out" in card
-    assert "As drones arriving in a stream" in card  # the field's view of the same recordings
-    assert "Same site, other flights" in card
+    assert "non-commercial" in card and "False alarms per hour" in card
+    assert "Leave one outdoor site out" in card and "Fit: what it trained on" in card
+    assert "Same site, other flights" in card and "The plain recipe" in card
     report = (tmp_path / "models" / "nightear-drone.report.md").read_text()
     for image in ("roc_pr.png", "false_alarms.png", "recall.png"):
         assert image in report and (tmp_path / "models" / "nightear-drone.report" / image).stat().st_size

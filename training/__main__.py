@@ -1,7 +1,8 @@
-"""`python -m nightear_training build-default | requantize | same-site | compare | fit | evaluate |
-array-eval | split | fetch-data`: rebuild the shipped model (or only its INT8 file, or add its same-site
-figures), measure a model file (alone, or behind each microphone array), show the grouped split,
-or download the public recordings."""
+"""`python -m nightear_training build-default | requantize | same-site | compare | fit | site |
+evaluate | array-eval | split | fetch-data`: rebuild the shipped model (or only its INT8 file, or
+add its same-site figures), compare recipes over seeds, check a model file's fit or one site,
+measure a model file (alone, or behind each microphone array), show the grouped split, or
+download the public recordings."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from nightear.errors import NightearError
 from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
 from nightear_training.fetch import RAW_URL, FetchError, fetch_data
-from nightear_training.recipe import RECIPES, Recipe
+from nightear_training.recipe import DEFAULT_RECIPE, RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("models"), help="where model, card, report go")
     b.add_argument("--data", type=Path, help="data root (default: $NIGHTEAR_DATA or ../shared/data)")
     b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
-    b.add_argument("--epochs", type=int, default=Recipe().train.epochs)
+    b.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"the recipe (default {DEFAULT_RECIPE}, the shipped model's)")
+    b.add_argument("--epochs", type=int, help="the schedule's length (default: the recipe's)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-heldout", action="store_true",
-                   help="skip the leave-one-drone-out models (quick: threshold from validation clips)")
+                   help="skip the leave-one-site-out models (quick: threshold from validation clips)")
+    b.add_argument("--heldout-from", type=Path, metavar="PKL",
+                   help="a `compare` run's <recipe>-seed<n>.pkl of this recipe and seed: its held-out "
+                        "scores instead of training those models again")
+    b.add_argument("--seeds-summary", type=Path, metavar="JSON",
+                   help="a `compare` run's compare.json: the recipe's spread over seeds, for the card")
     b.add_argument("--heldout-scores", type=Path, help="also pickle the raw held-out scores here")
     b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
     q = sub.add_parser("requantize", help="quantize --out's FP32 model again and remeasure its INT8 file")
@@ -61,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("fit", help="a model file on the drone recordings it trained on, at its threshold")
     t.add_argument("--model", type=Path, required=True)
     t.add_argument("--data", type=Path)
+    o = sub.add_parser("site", help="a model file on one outdoor site's held-out fold, at its threshold")
+    o.add_argument("--model", type=Path, required=True)
+    o.add_argument("--site", choices=("svanstrom", "purdue", "gunhoo"), required=True)
+    o.add_argument("--data", type=Path)
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     f = sub.add_parser("fetch-data", help="download the public recordings into DIR, laid out as "
@@ -94,6 +106,11 @@ def _run(args: argparse.Namespace) -> int:
 
         print(json.dumps(fit_of_file(args.model, args.data), indent=1))
         return 0
+    if args.command == "site":
+        from nightear_training.compare import file_on_site
+
+        print(json.dumps(file_on_site(args.model, args.site, args.data), indent=1))
+        return 0
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))
         return 0
@@ -120,12 +137,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from nightear_training.build import BuildConfig, build
 
-    recipe = Recipe()
-    recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
-    build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,
+    recipe = RECIPES[args.recipe]
+    recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs or recipe.train.epochs,
+                                           seed=args.seed))
+    build(BuildConfig(out_dir=args.out, data_root=args.data, recipe_name=args.recipe, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
-                      heldout_scores=args.heldout_scores,
-                      extra_clips=extra))
+                      heldout_scores=args.heldout_scores, heldout_from=args.heldout_from,
+                      seeds_summary=args.seeds_summary, extra_clips=extra))
     return 0
 
 

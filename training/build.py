@@ -25,6 +25,7 @@ from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig
 from nightear.frontend import librosa_mel_basis
 from nightear_training import card, report
+from nightear_training.compare import figures, fit
 from nightear_training.data import (
     ALL_SOURCES,
     EXCLUDED,
@@ -36,11 +37,19 @@ from nightear_training.data import (
 from nightear_training.evaluate import accuracy_threshold, evaluate_model
 from nightear_training.export import export_onnx, model_metadata
 from nightear_training.quantize import quantize_int8
-from nightear_training.recipe import Recipe, clip_log_mels, field_sampler, load_bank, train_recipe
+from nightear_training.recipe import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    Recipe,
+    clip_log_mels,
+    field_sampler,
+    load_bank,
+    train_recipe,
+)
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "3.4.0"
+MODEL_VERSION = "4.0.0"
 CALIBRATION_WINDOWS = 512
 @dataclass(frozen=True)
 class BuildConfig:
@@ -50,11 +59,16 @@ class BuildConfig:
     data_root: Path | None = None
     sources: tuple[str, ...] = ALL_SOURCES
     max_clips_per_split: int | None = None  # a tiny build for notebooks and CI
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe_name: str = DEFAULT_RECIPE  # a name of `RECIPES`, for the card and provenance checks
+    recipe: Recipe = field(default_factory=lambda: RECIPES[DEFAULT_RECIPE])
     target_false_alarms_per_hour: float = 1.0
-    heldout: bool = True  # leave one drone out; False: threshold from validation clips (quick)
-    heldout_epochs: tuple[int, ...] = (6, 8, 10, 12, 14, 16)  # epochs of each run scored on held-out data
+    heldout: bool = True  # leave one outdoor site out; False: threshold from validation clips (quick)
+    heldout_epochs: tuple[int, ...] = ()  # epochs scored held out (the schedule's end when empty)
     heldout_scores: Path | None = None  # pickle {epoch: raw out-of-fold scores} here, for other thresholds
+    # a `compare` run's leave-one-site-out scores of this recipe and seed (its `<recipe>-seed<n>.pkl`,
+    # with its .json beside it), used instead of training those models again
+    heldout_from: Path | None = None
+    seeds_summary: Path | None = None  # a `compare` run's compare.json: the recipe's spread over seeds
     extra_clips: tuple[Clip, ...] = ()  # new field recordings (see data.load_folder)
 
 
@@ -83,31 +97,19 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
     log(f"{len(clips)} clips from {', '.join(config.sources)}: "
         f"train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])}")
     usable = [c for c in clips if c.split != EXCLUDED]
-    heldout = None
-    if config.heldout:
-        from nightear_training.heldout import leave_one_drone_out
-
-        epochs = tuple(e for e in config.heldout_epochs if e <= recipe.train.epochs) or (recipe.train.epochs,)
-        heldout = leave_one_drone_out(recipe, clips, audio, mel_basis, epochs,
-                                      config.target_false_alarms_per_hour, log=log)
+    heldout = _heldout(config, clips, audio, mel_basis, log)
+    if heldout is not None:
         raw = heldout.pop("scores")
         if config.heldout_scores is not None:
             import pickle
 
             config.heldout_scores.write_bytes(pickle.dumps(raw))
         stop, threshold = int(heldout["chosen_epoch"]), float(heldout["threshold"])
+        heldout["sites"] = figures(raw[stop], threshold)
         log(f"held out: epoch {stop}, threshold {threshold:.5f} for <= "
             f"{config.target_false_alarms_per_hour} false alarms per hour of ambience")
     else:
         stop, threshold = recipe.train.epochs, 0.5
-    lab = None
-    if config.heldout:  # the lab task as 1.0.0 measured it: one model without the lab test split
-        from nightear_training.lab import lab_test_split
-
-        lab = lab_test_split(recipe, clips, audio, mel_basis, stop, threshold, log)
-        if lab is not None:
-            log(f"lab test split, trained without it: accuracy {lab['accuracy']} "
-                f"({lab['drone_clips_missed']} drone clips missed, {lab['background_clips_over']} over)")
     same = None
     if config.heldout:  # new flights of trained makes at trained sites, by models that missed them
         from nightear_training.heldout import same_site
@@ -145,14 +147,17 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
                   "training_manifest_sha256": metadata["training_manifest_sha256"],
                   "sources": list(config.sources)},
         "split": split_summary(clips),
-        "training": {"epochs_run": len(history.train_loss), "clips": len(usable),
+        "training": {"recipe_name": config.recipe_name,
+                     "epochs_run": len(history.train_loss), "clips": len(usable),
                      "train_seconds": round(train_seconds, 1), "recipe": msgspec.to_builtins(recipe),
                      "history": asdict(history)},
     }
     metrics.update(evaluate_model(OnnxClassifier(int8_path), OnnxClassifier(fp32_path), clips, audio,
                                   log=log))
-    if lab is not None:
-        metrics["lab_test_split"] = lab
+    metrics["fit"] = fit(OnnxClassifier(int8_path).score, usable, audio, recipe, mel_basis, threshold)
+    log(f"fit: its own outdoor drone recordings heard {metrics['fit']['outdoor']}")
+    if config.seeds_summary is not None:
+        metrics["seeds"] = json.loads(config.seeds_summary.read_text()).get(config.recipe_name)
     if same is not None:
         metrics["same_site"] = same
     if heldout is not None:
@@ -213,6 +218,30 @@ def add_same_site(config: BuildConfig = BuildConfig(),
     _write(config, metrics)
     log(f"added the same-site figures to {base}.metrics.json and rewrote its card and report")
     return metrics
+
+
+def _heldout(config: BuildConfig, clips: list[Clip], audio: dict, mel_basis,
+             log: Callable[[str], None]) -> dict | None:
+    """Leave one outdoor site out: trained here, or the scores of a `compare` run of this very
+    recipe and seed (refused when its summary names another)."""
+    from nightear_training.heldout import SITE_FOLDS, leave_one_drone_out, summarise
+
+    recipe = config.recipe
+    if config.heldout_from is not None:
+        import pickle
+
+        made_by = json.loads(config.heldout_from.with_suffix(".json").read_text())
+        if (made_by["recipe"], made_by["seed"]) != (config.recipe_name, recipe.train.seed):
+            raise ValueError(f"{config.heldout_from}: scores of recipe {made_by['recipe']} seed "
+                             f"{made_by['seed']}, not {config.recipe_name} seed {recipe.train.seed}")
+        scores = pickle.loads(config.heldout_from.read_bytes())
+        return {"folds": {f.name: None for f in SITE_FOLDS}, "from": str(config.heldout_from),
+                **summarise({recipe.train.epochs: scores}, config.target_false_alarms_per_hour, log)}
+    if not config.heldout:
+        return None
+    epochs = tuple(e for e in config.heldout_epochs if e <= recipe.train.epochs) or (recipe.train.epochs,)
+    return leave_one_drone_out(recipe, clips, audio, mel_basis, epochs, config.target_false_alarms_per_hour,
+                               folds=SITE_FOLDS, log=log, items_seed=0)
 
 
 def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, mel_basis) -> np.ndarray:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nightear_training.card_field import fit_section, seeds_section, sites_section
+
 SOURCE_NOTES = {
     "drone-audio-dataset": "DroneAudioDataset (Al-Emadi et al., IWCMC 2019): Parrot Bebop and Mambo "
     "indoors, against ESC-50 and Speech Commands backgrounds",
@@ -14,6 +16,8 @@ SOURCE_NOTES = {
     "helicopters, outdoor ambience",
     "purdue-outdoor": "Purdue 2018 project: DJI Phantom and 3DR Iris at one flying field, its "
     "ambience",
+    "gunhoo-outdoor": "gunhoo/Drone-Tracking (ACM MobiSys 2019 poster): one small quadcopter at "
+    "10-50 m through a Raspberry Pi node's microphone, its site; its 1-m clips left out",
     "ambience": "outdoor ambience (moodist: wind, rain, animals, places, transport, towns) and "
     "frog and toad choruses of 18 North American species; background only",
 }
@@ -103,26 +107,6 @@ def recordings_sections(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _lab_model_lines(lab: dict[str, Any] | None) -> list[str]:
-    """The lab task as 1.0.0 measured it (a model that heard the toys, not the split)."""
-    if not lab:
-        return []
-    return [f"The same split scored as 1.0.0's was, by one model of the recipe trained to epoch "
-            f"{lab['epochs']} on every group but the split's ({lab['trained_on']} clips: it heard "
-            f"other recordings of both toys): accuracy **{lab['accuracy']}** at {lab['threshold']} "
-            f"({lab['drone_clips_missed']} of {lab['drone_clips']} drone clips missed, "
-            f"{lab['background_clips_over']} of {lab['clips'] - lab['drone_clips']} background clips "
-            f"over{_kinds(lab)}).", ""]
-
-
-def _kinds(lab: dict[str, Any], most: int = 5) -> str:
-    """'; over: kind n, ...; missed: kind n, ...', the commonest errors (older metrics lack them)."""
-    if "over_by_kind" not in lab:
-        return ""
-    return "".join(f"; {what}: " + (", ".join(f"{k} {n}" for k, n in list(lab[key].items())[:most]) or "none")
-                   for what, key in (("over", "over_by_kind"), ("missed", "missed_by_kind")))
-
-
 def _arriving_lines(at: dict[str, Any] | None) -> list[str]:
     """The same recordings as drones arriving in a stream (older metrics lack them)."""
     if not at:
@@ -132,63 +116,6 @@ def _arriving_lines(at: dict[str, Any] | None) -> list[str]:
             f"scored ambience, so its first windows are averaged with it, not alone as a "
             f"file's first windows are): heard {heard} (as recorded / -10 / -20 / -30 dB) at the "
             "same threshold.", ""]
-
-
-def heldout_sections(metrics: dict[str, Any]) -> list[str]:
-    """Leave one drone out at the shipped threshold, false alarms per hour of ambience and
-    hard negatives, all out of fold."""
-    held = metrics.get("heldout")
-    if not held:
-        return []
-    at, fa = held["at_threshold"], metrics["false_alarms"]
-    amb = at["ambience"]
-    minutes = ", ".join(f"{k} {v}" for k, v in fa["minutes_by_source"].items())
-    lab = at["lab_test_split"]
-    of_drones, of_backgrounds = ((f" of {lab['drone_clips']}", f" of {lab['clips'] - lab['drone_clips']}")
-                                 if "drone_clips" in lab else ("", ""))  # older metrics lack the count
-    lines = [
-        "## Leave one drone out (per recording, at the shipped threshold)", "",
-        f"{len(held['folds'])} models, each trained on every group but one fold's: "
-        + ", ".join(f"without {k} ({v} clips)" for k, v in held["folds"].items())
-        + ". A fold holds out its drone (svanstrom-outdoor and purdue-outdoor whole: drones, site "
-        "and microphone) and a quarter of the other negatives by group. A recording counts as heard "
-        "when the daemon's decision logic opens an event in it; -10/-20/-30 dB: the recording "
-        "fainter as the extra distance makes it (spreading and ISO 9613-1 absorption from 50 m), in "
-        f"held-out ambience 20 dB under its own level. Epoch {held['chosen_epoch']} of the runs (the "
-        "highest low-alarm share: drones heard as recorded, -10 and -20 dB, averaged over the "
-        "thresholds for 1, 2, 4 and 8 times the target rate) and its threshold for the target, "
-        f"**{held['threshold']}**, were chosen here; the shipped model is trained the same "
-        "way on every group, so these figures are those of its recipe, not of the file itself. "
-        "How that recipe was chosen, each change held out alike: the project's "
-        "`models/nightear-drone.history.md`.", "",
-        *recordings_table(at), "",
-        *_arriving_lines(held.get("at_threshold_arriving")),
-        f"Helicopters with an event: {at['helicopters']['with_event']} of {at['helicopters']['of']}; "
-        f"outdoor background recordings with an event: {at['backgrounds']['with_event']} of "
-        f"{at['backgrounds']['of']}. DroneAudioDataset grouped test split, each clip out of fold: "
-        f"accuracy **{lab['accuracy']}** over {lab['clips']} clips ({lab['drone_clips_missed']}"
-        f"{of_drones} drone clips missed, {lab['background_clips_over']}{of_backgrounds} background "
-        "clips over the threshold).", "",
-        *_lab_model_lines(metrics.get("lab_test_split")),
-        "## False alarms per hour of ambience (out of fold)", "",
-        f"{fa['unique_minutes']} unique minutes ({minutes}), each stretch scored by the model that "
-        "never trained on it, joined into streams, through the daemon's decision logic: "
-        f"**{amb['events']} events, {amb['per_hour']} per hour** (95% interval {amb['interval95'][0]}-"
-        f"{amb['interval95'][1]}) at the shipped threshold, the lowest with at most "
-        f"{fa['target_per_hour']} per hour.", "",
-        "### Hard negatives (out of fold, at the threshold)", "",
-        *_table(["sound", "minutes", "windows over threshold", "events", "events per hour"],
-                [[k, v["minutes"], f"{v['share_of_windows']:.2%}", v["events"], v["events_per_hour"]]
-                 for k, v in fa["hard_negatives"].items()]), "",
-        "### By epoch (each at its own threshold for the target rate)", "",
-        *_table(["epoch", "low-alarm share", "arriving", "threshold", *LEVEL_NAMES.values(),
-                 "helicopters", "ambience events"],
-                [[e, v.get("low_alarm_share", "-"), v.get("low_alarm_share_arriving", "-"), v["threshold"],
-                  *(_heard(v["pooled"][lvl]) for lvl in LEVEL_NAMES),
-                  f"{v['helicopters']['with_event']}/{v['helicopters']['of']}", v["ambience"]["events"]]
-                 for e, v in held["by_epoch"].items()]), "",
-    ]
-    return lines
 
 
 def same_site_sections(metrics: dict[str, Any]) -> list[str]:
@@ -220,7 +147,8 @@ def same_site_sections(metrics: dict[str, Any]) -> list[str]:
 def field_sections(metrics: dict[str, Any]) -> list[str]:
     """False alarms, hard negatives, range, latency, unseen sources: shared with the report."""
     field, lines = metrics["field"], []
-    lines += heldout_sections(metrics) + same_site_sections(metrics) + recordings_sections(metrics)
+    lines += (fit_section(metrics) + sites_section(metrics) + seeds_section(metrics)
+              + same_site_sections(metrics) + recordings_sections(metrics))
     scene = field["scene"]
     snr, slow = field["recall_vs_snr_db"], field["low_blade_pass_recall_vs_snr_db"]
     dist = field["recall_vs_distance_m"]
@@ -252,34 +180,41 @@ def field_sections(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _plain_text(recipe: dict[str, Any]) -> str:
+    p, t = recipe["plain"], recipe["train"]
+    return (
+        f"The plain recipe: {t['epochs'] * t['batches_per_epoch']:,} steps of {t['batch_size']} "
+        f"one-window examples, {p['positive_share']:.0%} drone, drawn afresh every batch. A "
+        "background is drawn data set first (each shared set a pool), then a recording and a random "
+        f"crop, at a gain of {p['background_gain_db'][0]:.0f} to {p['background_gain_db'][1]:+.0f} dB, "
+        f"{p['second_background_probability']:.0%} with a second background at "
+        f"{p['second_background_gain_db'][0]:.0f} to {p['second_background_gain_db'][1]:+.0f} dB. A "
+        "positive adds a real drone recording (data set first, then recording) at "
+        f"{p['speed'][0]}-{p['speed'][1]}x its rotor rate (resampled), {p['lowpass_probability']:.0%} "
+        f"low-passed (2nd-order Butterworth, {p['lowpass_hz'][0] / 1000:g}-{p['lowpass_hz'][1] / 1000:g} "
+        f"kHz), at {p['snr_db'][0]:.0f} to {p['snr_db'][1]:+.0f} dB broadband SNR over the background "
+        f"(its level floored at {p['floor_dbfs']:.0f} dBFS), clipped to +-1. Network: "
+        f"{len(t['channels'])} blocks of 3x3 convolutions ({'-'.join(map(str, t['channels']))} channels, "
+        "batch norm, ReLU, 2x2 max-pool), a mean over bands and frames, one linear layer; AdamW "
+        f"(weight decay {t['weight_decay']:g}), one-cycle to {t['learning_rate']:g}."
+    )
+
+
 def _recipe_text(a: dict[str, Any]) -> str:
+    """3.4.0's field recipe (`FieldSampler`)."""
     pools = ", ".join(f"{name} {weight:.0%}" for name, weight in a["background_pools"])
     share = a.get("positive_share", 0.5)  # metrics written before the knob held half
-    weights = dict(a.get("drone_weights") or ())
-    drawn = "each as often as the others" + ("" if not weights else " but " + ", ".join(
-        f"{k} at {v:g}x" for k, v in sorted(weights.items())))
-    native = a.get("native_speed_probability", 0.0)  # metrics written before the knob lack it
-    audible = a.get("audible_db")
-    labels = ("" if not audible else
-              f" Each positive is labelled by how well its drone is heard over its bed: 0 where its "
-              f"third-best third-octave band stands under {audible[0]:.0f} dB over the bed's, 1 from "
-              f"{audible[1]:.0f} dB, a soft label in between.")
     return (
         f"Trained on examples drawn afresh every batch, {share:.0%} drone, {1 - share:.0%} "
-        "background. A drone is "
-        f"drawn first (Bebop, Mambo, the Svanstrom quadcopters, the Phantoms, the Iris: {drawn}), "
-        "then one of its recordings, "
-        + (f"{native:.0%} played at the rate it was recorded at, the others " if native else "")
-        + "sped up or slowed by "
-        f"{a['speed'][0]}-{a['speed'][1]}x ({a['large_drone_probability']:.0%} slowed to a large "
-        f"multirotor's blade pass, {a['synthetic_probability']:.0%} synthetic); "
+        "background. A drone is drawn first (each make and site as often as the others), then one "
+        f"of its recordings, sped up or slowed by {a['speed'][0]}-{a['speed'][1]}x; "
         f"{a['lowpass_probability']:.0%} are absorbed over {a['distance_m'][0]:.0f}-"
-        f"{a['distance_m'][1]:.0f} m of air (ISO 9613-1), and {1 - a['clean_probability']:.0%} are "
-        f"mixed into real background at {a['snr_db'][0]:.0f} to {a['snr_db'][1]:+.0f} dB SNR.{labels} "
-        f"Negatives and beds are drawn by kind ({pools}; beds never a helicopter), "
-        f"{a['background_mix_probability']:.0%} of them two backgrounds mixed. Every example "
-        f"gets a microphone tilt of {a['tilt_db_per_octave'][0]} to {a['tilt_db_per_octave'][1]} "
-        f"dB/octave and a level of {a['level_dbfs'][0]:.0f} to {a['level_dbfs'][1]:.0f} dBFS."
+        f"{a['distance_m'][1]:.0f} m of air (ISO 9613-1), and mixed into real background at "
+        f"{a['snr_db'][0]:.0f} to {a['snr_db'][1]:+.0f} dB SNR. Negatives and beds are drawn by kind "
+        f"({pools}; beds never a helicopter), {a['background_mix_probability']:.0%} of them two "
+        f"backgrounds mixed. Every example gets a microphone tilt of {a['tilt_db_per_octave'][0]} to "
+        f"{a['tilt_db_per_octave'][1]} dB/octave and a level of {a['level_dbfs'][0]:.0f} to "
+        f"{a['level_dbfs'][1]:.0f} dBFS."
     )
 
 
@@ -317,7 +252,8 @@ def render(metrics: dict[str, Any]) -> str:
         f"; every figure here comes from `{model['name']}.metrics.json`; curves in "
         f"`{model['name']}.report.md`.", "",
         "## Data", sources, "",
-        _recipe_text(training["recipe"]["augment"]),
+        _plain_text(training["recipe"]) if training["recipe"].get("plain")
+        else _recipe_text(training["recipe"]["augment"]),
         "Grouped split, no recording on two sides (see `datasets.md`). Training manifest sha256 "
         f"`{model['training_manifest_sha256']}`.", "",
         *_split_table(metrics["split"]), "",
@@ -337,21 +273,23 @@ def render(metrics: dict[str, Any]) -> str:
         *field_sections(metrics),
         "## Training", "",
         f"{training['epochs_run']} epochs of {training['recipe']['train']['epochs']} on "
-        f"{training['clips']} clips (every group), the epoch chosen by leaving one drone out: "
+        f"{training['clips']} clips (every group): "
         f"{training['train_seconds'] / 60:.1f} min; the whole build with every evaluation "
         f"{metrics['total_seconds'] / 60:.1f} min; on {machine['processor']} with {machine['cpus']} "
         f"CPUs ({machine['platform']}, Python {machine['python']}).", "",
         "## Licence", "",
         "The DroneAudioDataset has no licence file (its README asks for the citation); its "
         "background clips come from ESC-50 (CC BY-NC 3.0) and Speech Commands (CC BY 4.0); the "
-        "Purdue recordings state no licence. This model inherits ESC-50's **non-commercial** "
+        "Purdue recordings state no licence; gunhoo-outdoor's repository is MIT-licensed and reserves "
+        "the rights to its poster (used for research and training; the audio is not redistributed). "
+        "This model inherits ESC-50's **non-commercial** "
         "restriction: research and non-commercial use only.", "",
         "## Known limits", "",
         "- Few real outdoor drones (a dozen sessions): range and recall at a distance rest on "
         "simulation (spreading, absorption, mixing), not on recordings of drones far away.",
         "- No recording of a large multirotor (40-100 Hz blade pass): such drones may go unheard.",
-        "- Five drones in all: leaving one out leaves four to learn from, so the held-out figures "
-        "are a floor for the shipped model, which hears all five.",
+        "- Three outdoor sites and two indoor toys in all: leaving a site out leaves two to learn "
+        "from, so the held-out figures are a floor for the shipped model, which hears all three.",
         "- The ambience behind false alarms per hour was partly produced for listening (edited, "
         "some looped); a new site's first nights are the real test.",
         "- The test split below is part of the shipped model's training (it trains on every "

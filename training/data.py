@@ -11,6 +11,7 @@ import csv
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,3 +228,8 @@ def load_folder(folder: Path, labels_csv: Path | None = None) -> list[Clip]:
              split=row.get("split") or splits[row["group"]])
         for row in rows
     ]
+
+
+def lab_test_clips(clips: Sequence[Clip]) -> list[Clip]:
+    """DroneAudioDataset's grouped test split: the lab task's clips (1.0.0's figure)."""
+    return [c for c in clips if c.source == DRONE_AUDIO_DATASET and c.split == "test"]

@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from nightear.frontend import MelBasis, log_mel
-from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction
+from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction, lab_test_clips
 from nightear_training.evaluate import threshold_for_rate
 from nightear_training.features import clip_windows, eval_hop_frames, pad_to
-from nightear_training.lab import lab_test_clips
 from nightear_training.model import DroneCNN
 from nightear_training.per_recording import (
     LEVELS_DB,
@@ -46,6 +45,7 @@ from nightear_training.per_recording import (
     choose,
     false_alarms,
     low_rate_share,
+    range_curve,
     table,
 )
 from nightear_training.propagation import absorb, rms_db
@@ -292,6 +292,13 @@ def leave_one_drone_out(
 
         train_recipe(recipe, train_clips, [], audio, mel_basis, log=log, on_epoch=on_epoch)
     merged = {e: merge(s) for e, s in by_epoch.items() if s}
+    return {"folds": trained, **summarise(merged, target_per_hour, log)}
+
+
+def summarise(merged: dict[int, Scores], target_per_hour: float,
+              log: Callable[[str], None] = print) -> dict[str, object]:
+    """Out-of-fold scores by epoch -> the chosen epoch and threshold, the figures there and by
+    epoch (`scores` keeps every epoch's raw scores, for other thresholds)."""
     epoch, threshold = choose(merged, target_per_hour)
     fa = false_alarms(merged[epoch])
     summary: dict[str, dict[str, object]] = {}
@@ -307,7 +314,7 @@ def leave_one_drone_out(
             f"heard {row['mean_share_over_drones']}, "
             f"helicopters {row['helicopters']}, ambience {row['ambience']}")
     return {
-        "folds": trained, "epochs_scored": list(merged), "chosen_epoch": epoch,
+        "epochs_scored": list(merged), "chosen_epoch": epoch,
         "target_per_hour": target_per_hour, "threshold": round(threshold, 5),
         "at_threshold": table(merged[epoch], threshold), "false_alarm_curve": fa,
         "at_threshold_arriving": table(arriving(merged[epoch]), threshold),
@@ -317,22 +324,27 @@ def leave_one_drone_out(
 
 # Same site, other recordings: outdoor drones whose make, site and microphone the model trained
 # on, but not these recordings (new flights of a campaign it learnt from). Two models, each
-# without one part: Svanstrom's recordings alternately by a hash of their group, the Phantom's
-# sessions P1 and Purdue's P2 against WSU's P2 (LGgram's single flight always trained), and a
-# quarter of the negatives by group.
+# without one part: Svanstrom's recordings and gunhoo-outdoor's sessions alternately by a hash of
+# their group, the Phantom's sessions P1 and Purdue's P2 against WSU's P2 (LGgram's single flight
+# always trained), and a quarter of the negatives by group.
 SAME_SITE_PARTS = (("p1", "purdue_p2"), ("wsu_p2",))
+SAME_SITE_ALTERNATE = ("svanstrom", "gunhoo")  # drones whose groups alternate between the parts
 
 
 def same_site_parts(clips: Sequence[Clip]) -> list[list[Clip]]:
     """The clips each same-site model never hears: its outdoor drone recordings and a quarter
     of the negatives (usable clips only)."""
     usable = [c for c in clips if c.split != EXCLUDED]
-    svanstrom = sorted((c for c in usable if c.is_drone and c.drone == "svanstrom"),
-                       key=lambda c: hash_fraction(f"samesite/{c.group}"))
+    alternate: list[set[Path]] = [set() for _ in SAME_SITE_PARTS]
+    for drone in SAME_SITE_ALTERNATE:
+        groups = sorted({c.group for c in usable if c.is_drone and c.drone == drone},
+                        key=lambda g: hash_fraction(f"samesite/{g}"))
+        for c in usable:
+            if c.is_drone and c.drone == drone:
+                alternate[groups.index(c.group) % len(SAME_SITE_PARTS)].add(c.path)
     parts = []
     for k, phantom_groups in enumerate(SAME_SITE_PARTS):
-        drones = {c.path for c in svanstrom[k :: len(SAME_SITE_PARTS)]}
-        parts.append([c for c in usable if c.path in drones
+        parts.append([c for c in usable if c.path in alternate[k]
                       or (c.is_drone and c.drone == "phantom" and c.group in phantom_groups)
                       or (not c.is_drone and k / 4 <= hash_fraction(f"samesite/{c.source}/{c.group}")
                           < (k + 1) / 4)])
@@ -345,7 +357,7 @@ def same_site(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarra
     """Recordings heard of flights of trained makes at trained sites, each by a model trained to
     `epoch` without it, at `threshold`; with the ambience those models never heard."""
     usable = [c for c in clips if c.split != EXCLUDED]
-    fold = Fold("same site", ("svanstrom", "phantom"))
+    fold = Fold("same site", ("svanstrom", "phantom", "gunhoo"))
     scores = []
     for held in same_site_parts(clips):
         paths = {c.path for c in held}
@@ -354,6 +366,8 @@ def same_site(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarra
         log(f"same site: {len(train_clips)} training clips, {len(items.recordings)} held-out recordings")
         model, _, _ = train_recipe(recipe.stopped_after(epoch), train_clips, [], audio, mel_basis, log)
         scores.append(score_items(torch_scorer(model), items))
-    at = table(merge(scores), threshold)
+    merged = merge(scores)
+    at = table(merged, threshold)
     kept = ("drones", "pooled", "mean_share_over_drones", "ambience", "helicopters", "backgrounds")
-    return {"epoch": epoch, "threshold": threshold, **{k: at[k] for k in kept}}
+    return {"epoch": epoch, "threshold": threshold, **{k: at[k] for k in kept},
+            "gunhoo_range": range_curve(merged, threshold)}

@@ -54,6 +54,7 @@ PLAIN = Recipe(
     plain=PlainConfig(),
 )
 RECIPES = {"field": Recipe(), "plain": PLAIN}  # selectable by name (`--recipe`)
+DEFAULT_RECIPE = "plain"  # the shipped model's
 
 
 def load_bank(clips: Sequence[Clip], frontend: FrontendConfig, workers: int = 2) -> dict[Path, np.ndarray]:
