@@ -260,6 +260,7 @@ def _recipe_text(a: dict[str, Any]) -> str:
         f"{k} at {v:g}x" for k, v in sorted(weights.items())))
     native = a.get("native_speed_probability", 0.0)  # metrics written before the knob lack it
     audible = a.get("audible_db")
+    mixed = 1 - a.get("clean_probability", 0.0)  # recipes from 4.0.0 on lack the removed knobs
     labels = ("" if not audible else
               f" Each positive is labelled by how well its drone is heard over its bed: 0 where its "
               f"third-best third-octave band stands under {audible[0]:.0f} dB over the bed's, 1 from "
@@ -271,16 +272,23 @@ def _recipe_text(a: dict[str, Any]) -> str:
         "then one of its recordings, "
         + (f"{native:.0%} played at the rate it was recorded at, the others " if native else "")
         + "sped up or slowed by "
-        f"{a['speed'][0]}-{a['speed'][1]}x ({a['large_drone_probability']:.0%} slowed to a large "
-        f"multirotor's blade pass, {a['synthetic_probability']:.0%} synthetic); "
+        f"{a['speed'][0]}-{a['speed'][1]}x{_other_drones(a)}; "
         f"{a['lowpass_probability']:.0%} are absorbed over {a['distance_m'][0]:.0f}-"
-        f"{a['distance_m'][1]:.0f} m of air (ISO 9613-1), and {1 - a['clean_probability']:.0%} are "
+        f"{a['distance_m'][1]:.0f} m of air (ISO 9613-1), and {mixed:.0%} are "
         f"mixed into real background at {a['snr_db'][0]:.0f} to {a['snr_db'][1]:+.0f} dB SNR.{labels} "
         f"Negatives and beds are drawn by kind ({pools}; beds never a helicopter), "
         f"{a['background_mix_probability']:.0%} of them two backgrounds mixed. Every example "
         f"gets a microphone tilt of {a['tilt_db_per_octave'][0]} to {a['tilt_db_per_octave'][1]} "
         f"dB/octave and a level of {a['level_dbfs'][0]:.0f} to {a['level_dbfs'][1]:.0f} dBFS."
     )
+
+
+def _other_drones(a: dict[str, Any]) -> str:
+    """' (10% slowed to a large multirotor's blade pass, 15% synthetic)' where a recipe (2.x)
+    drew such drones; nothing where it drew none or lacks the knobs."""
+    large, synthetic = a.get("large_drone_probability", 0.0), a.get("synthetic_probability", 0.0)
+    return (f" ({large:.0%} slowed to a large multirotor's blade pass, {synthetic:.0%} synthetic)"
+            if large or synthetic else "")
 
 
 def _decision_text(model: dict) -> str:
