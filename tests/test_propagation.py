@@ -10,7 +10,6 @@ pytest.importorskip("torch", reason="training tests need the 'train' extra")
 from nightear_training.propagation import (  # noqa: E402
     a_weighted_rms_db,
     at_distance,
-    ground_reflection,
     iso9613_absorption_db_per_m,
     propagate,
     rms_db,
@@ -42,12 +41,3 @@ def test_a_drone_farther_away_is_quieter_in_the_same_night() -> None:
     near, far = at_distance(drone, night, 50.0), at_distance(drone, night, 400.0)
     assert a_weighted_rms_db(near) > a_weighted_rms_db(far) + 10.0
 
-
-def test_the_echo_off_the_ground_cancels_a_rotor_line_at_its_notch_and_doubles_one_between() -> None:
-    delay_s = 0.002  # notches at 250, 750, ... Hz for a positive coefficient, peaks at 500, 1000
-    at_notch, at_peak = tone(250.0), tone(500.0)
-    assert rms_db(ground_reflection(at_notch, delay_s, 0.9)) - rms_db(at_notch) < -15.0
-    assert rms_db(ground_reflection(at_peak, delay_s, 0.9)) - rms_db(at_peak) == pytest.approx(
-        20 * np.log10(1.9), abs=0.3)
-    flipped = ground_reflection(at_notch, delay_s, -0.9)  # a negative coefficient swaps them
-    assert rms_db(flipped) - rms_db(at_notch) == pytest.approx(20 * np.log10(1.9), abs=0.3)

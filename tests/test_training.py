@@ -103,8 +103,10 @@ def test_outdoor_sources_have_drones_and_background_in_every_split(data_root: Pa
         for split in ("train", "val", "test"):
             labels = {c.label for c in clips if c.source == source and c.split == split}
             assert labels == {"drone", "background"}, (source, split, labels)
-    uncertain = [c for c in clips if c.split == EXCLUDED]
-    assert uncertain and all("iris" in c.relpath for c in uncertain)
+    uncertain = [c for c in clips if c.split == EXCLUDED]  # the far Iris; gunhoo's 1-m downwash
+    assert {c.source for c in uncertain} == {"purdue-outdoor", "gunhoo-outdoor"}
+    assert all("iris" in c.relpath if c.source == "purdue-outdoor" else c.relpath.startswith("drone/1m/")
+               for c in uncertain)
 
 
 def test_new_field_recordings_load_from_a_folder_with_labels(tmp_path: Path) -> None:
@@ -164,25 +166,23 @@ def loud_band_batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return x, labels
 
 
-def test_moving_average_of_the_weights_is_what_training_returns_and_scores() -> None:
+def test_training_returns_the_model_each_epoch_was_scored_on() -> None:
     from nightear_training.train import torch_scorer, train
 
     seen = []
-    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, ema_decay=0.9)
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16)
     model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None,
                      on_epoch=lambda epoch, m: seen.append(m))
-    assert seen[-1] is model  # held-out runs score the very weights that ship
+    assert len(seen) == 2 and seen[-1] is model  # held-out runs score the very weights that ship
     x, y = loud_band_batches(99, 32)
     p = torch_scorer(model)(x)
-    assert p[y == 1].min() > p[y == 0].max()  # the averaged weights still tell the two apart
-    plain, _ = train(loud_band_batches, [], np.zeros(0), replace(config, ema_decay=0.0), log=lambda _: None)
-    assert not np.allclose(torch_scorer(plain)(x), p)  # and they are not the last step's
+    assert p[y == 1].min() > p[y == 0].max()
 
 
-@pytest.mark.parametrize("knob", [{"contrast_bands": 9}, {"pool_bands": True}, {"level_free": True},
-                                  {"time_max": True}, {"harmonics": (2, 3, 4)}])
-def test_a_network_with_each_knob_learns_a_peak_and_exports_to_the_same_scores(
-        tmp_path: Path, knob: dict[str, object]) -> None:
+@pytest.mark.parametrize("network", [{}, {"global_pool": True, "dropout": 0.0, "channels": (16, 32, 64, 64)}],
+                         ids=["field", "plain"])
+def test_each_recipes_network_learns_a_peak_and_exports_to_the_same_scores(
+        tmp_path: Path, network: dict[str, object]) -> None:
     from nightear_training.export import export_onnx
     from nightear_training.train import torch_scorer, train
 
@@ -193,116 +193,14 @@ def test_a_network_with_each_knob_learns_a_peak_and_exports_to_the_same_scores(
         x[labels == 1, 30, :] += 30.0
         return x, labels
 
-    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, **knob)  # type: ignore[arg-type]
+    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, **network)  # type: ignore[arg-type]
     model, _ = train(batches, [], np.zeros(0), config, log=lambda _: None)
     x, y = batches(99, 32)
     p = torch_scorer(model)(x)
     assert p[y == 1].min() > p[y == 0].max()
-    if knob.get("level_free"):  # a microphone 20 dB hotter changes nothing
-        assert np.allclose(torch_scorer(model)(x + 20.0), p, atol=1e-5)
-    path = export_onnx(model, tmp_path / "knob.onnx", 64, 97, {})
+    path = export_onnx(model, tmp_path / "network.onnx", 64, 97, {})
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path))
     onnx_p = session.run(None, {session.get_inputs()[0].name: x[:, None]})[0].reshape(-1)
     assert np.allclose(onnx_p, p, atol=1e-5)
-
-
-def test_hard_negatives_replays_the_negatives_scored_most_like_a_drone_and_never_positives() -> None:
-    from nightear_training.train import HardNegatives, torch_scorer, train
-
-    ring = HardNegatives(0.5, capacity=8, per_batch=2)
-    labels = np.arange(8) % 2  # 0, 1, 0, 1, ...
-    features = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((8, 4, 5), np.float32)
-    logits = np.array([0.1, 9.0, 3.0, 9.0, -2.0, 9.0, 5.0, 9.0])  # positives score highest
-    none = np.zeros(8, dtype=bool)
-    rng = np.random.default_rng(0)
-    same, replaced = ring.replay(features, labels, rng)
-    assert same is features and not replaced.any()  # an empty ring replays nothing
-    ring.keep(features, labels, logits, none)
-    assert sorted(float(w[0, 0]) for w in ring.ring) == [2.0, 6.0]  # the two highest negatives
-    out, replaced = ring.replay(features, labels, rng)
-    assert replaced.sum() == 2 and not replaced[labels == 1].any()  # half the 4 negatives
-    assert set(out[replaced, 0, 0]) <= {2.0, 6.0} and np.array_equal(out[~replaced], features[~replaced])
-    ring.keep(out, labels, np.where(replaced, 99.0, logits), replaced)  # replayed ones score top
-    fresh = sorted(float(v) for v in out[(labels == 0) & ~replaced, 0, 0])
-    assert sorted(float(w[0, 0]) for w in ring.ring[2:]) == fresh  # yet only fresh ones are kept
-    with pytest.raises(ValueError, match="hard_negatives"):
-        HardNegatives(1.0)
-
-    def batches(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # rare negatives half a drone
-        r = np.random.default_rng(seed)
-        y = np.arange(size) % 2
-        x = r.normal(-70.0, 5.0, (size, 64, 97)).astype(np.float32)
-        x[y == 1, 20:24, :] += 40.0
-        x[(y == 0) & (r.random(size) < 0.1), 20:22, :] += 40.0
-        return x, y
-
-    model, _ = train(batches, [], np.zeros(0), TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16,
-                                                           hard_negatives=0.25), log=lambda _: None)
-    x, y = batches(99, 64)
-    p = torch_scorer(model)(x)
-    assert p[y == 1].min() > p[y == 0].max()  # trained with replayed negatives, it still separates
-
-
-def test_mixup_adds_two_windows_as_sounds_add_at_equal_level_and_labels_them_by_their_shares() -> None:
-    from nightear_training.train import mixup, torch_scorer, train
-
-    quiet = np.full((64, 97), -80.0, np.float32)
-    drone = quiet.copy()
-    drone[20:24] = -20.0  # a loud band, the whole window far louder than the quiet one
-    band, bed = 10.0 ** (-20.0 / 10), 10.0 ** (-80.0 / 10)
-    level = (4 * band + 60 * bed) / 64
-    mixed_any = False
-    for seed in range(20):
-        mixed, soft = mixup(np.stack([quiet, drone]), np.array([0, 1]), 1.0, np.random.default_rng(seed))
-        for i in (0, 1):
-            share = float(soft[i])  # the drone window's share of window i
-            if 0.01 < share < 0.99:  # mixed: each window at the same level, then weighted
-                mixed_any = True
-                contrast = (share * band / level + (1 - share)) / (share * bed / level + (1 - share))
-                assert mixed[i, 21, 0] - mixed[i, 50, 0] == pytest.approx(10 * np.log10(contrast), abs=0.01)
-    assert mixed_any
-    same, same_labels = mixup(np.stack([drone, drone]), np.array([1, 1]), 0.4, np.random.default_rng(0))
-    assert np.allclose(same, drone, atol=1e-3) and np.all(same_labels == 1)  # a sound with itself
-
-    config = TrainConfig(epochs=2, batches_per_epoch=6, batch_size=16, mixup_alpha=0.4)
-    model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None)
-    x, y = loud_band_batches(99, 32)
-    p = torch_scorer(model)(x)
-    assert p[y == 1].min() > p[y == 0].max()  # trained on mixtures, it still tells the two apart
-
-
-def test_style_mix_trades_band_profiles_within_a_class_and_keeps_each_windows_time_course() -> None:
-    from nightear_training.train import style_mix
-
-    rng = np.random.default_rng(0)
-    windows = rng.normal(-70.0, 3.0, (8, 64, 97)).astype(np.float32)
-    windows[:4, 20:24] += 40.0  # four drones: a loud comb band
-    windows[:4, 20:24] += np.linspace(-6.0, 6.0, 97, dtype=np.float32) * np.arange(1, 5)[:, None, None]
-    windows[4:, :, 40:60] += 15.0  # four negatives: a burst, no comb
-    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-    mixed = style_mix(windows, labels, 0.3, np.random.default_rng(1))
-    comb = mixed[:, 20:24].mean(axis=(1, 2)) - mixed[:, 30:34].mean(axis=(1, 2))
-    assert np.all(comb[:4] > 30.0) and np.all(np.abs(comb[4:]) < 3.0)  # no class lends its comb
-    assert not np.allclose(mixed, windows, atol=0.5)  # profiles moved
-    for i in range(8):  # each band's course over time is its own, only shifted and scaled
-        for band in (21, 50):
-            assert np.corrcoef(mixed[i, band], windows[i, band])[0, 1] > 0.999
-
-
-def test_label_smoothing_keeps_every_window_short_of_certain_and_still_separates() -> None:
-    from nightear_training.train import torch_scorer, train
-
-    x, y = loud_band_batches(99, 32)
-    scored = {}
-    for smoothing in (0.0, 0.3):  # 0.3: targets 0.15 and 0.85
-        config = TrainConfig(epochs=3, batches_per_epoch=20, batch_size=16, label_smoothing=smoothing)
-        model, _ = train(loud_band_batches, [], np.zeros(0), config, log=lambda _: None)
-        scored[smoothing] = torch_scorer(model)(x)
-    plain, smoothed = scored[0.0], scored[0.3]
-    assert smoothed[y == 1].min() > smoothed[y == 0].max()  # it still tells the two apart
-    assert plain[y == 1].min() > 0.95 and plain[y == 0].max() < 0.05  # unsmoothed: sure of both
-    assert smoothed[y == 1].max() < 0.92 and smoothed[y == 0].min() > 0.08  # smoothed: never sure
-    with pytest.raises(ValueError, match="label_smoothing"):
-        train(loud_band_batches, [], np.zeros(0), TrainConfig(label_smoothing=1.0), log=lambda _: None)

@@ -207,7 +207,8 @@ def add_same_site(config: BuildConfig = BuildConfig(),
     built = metrics["training"]["recipe"]
     current = json.loads(json.dumps(msgspec.to_builtins(config.recipe)))  # tuples as JSON lists
     # a knob added since the build is absent from its metrics: it ran at the knob's default
-    if any(built[part].get(k, v) != v for part in current for k, v in current[part].items()):
+    if any((built.get(part) or {}).get(k, v) != v for part in current if current[part]
+           for k, v in current[part].items()) or bool(built.get("plain")) != bool(current.get("plain")):
         raise ValueError(f"{base}.metrics.json: built with another recipe than this code's default; "
                          "rebuild it with build-default")
     clips = load_clips(config.data_root, config.sources)

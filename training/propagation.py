@@ -2,8 +2,6 @@
 
 - `propagate`: spherical spreading and ISO 9613-1 atmospheric absorption over a distance
   (`absorb`: the absorption alone, for a level set afterwards);
-- `ground_reflection`: the echo off the ground that arrives just after the direct sound, a comb
-  of notches whose spacing depends on the drone's height and distance;
 - `a_weighted_rms_db`: how loud a signal is to a sound level meter;
 - `Scene`, `drone_at`, `ambience_at`, `at_distance`: a drone of a given sound level at a given
   distance in a night of a given level, as the range measurements simulate it.
@@ -60,22 +58,6 @@ def absorb(y: np.ndarray, distance_m: float, sample_rate: int = SAMPLE_RATE) -> 
     """The air's absorption alone over `distance_m` (a low-pass, no spreading loss): for a
     level that is set afterwards."""
     return propagate(y, distance_m, sample_rate) * np.float32(max(distance_m, REFERENCE_DISTANCE_M))
-
-
-def ground_reflection(y: np.ndarray, delay_s: float, coefficient: float,
-                      sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """`y` plus its echo off the ground, `delay_s` later and scaled by `coefficient`: a comb with
-    notches every 1/delay_s Hz (the first at 1/(2 delay_s) for a positive coefficient). The delay
-    is the two paths' difference over the speed of sound, about 2 h_drone h_mic / (c d) for a
-    drone d away: 0.2 ms for one 10 m up 500 m from a 2-m mast, 9 ms for one 100 m up 200 m
-    from a 3-m mast, at most 2 h_mic / c overhead. Recordings made close to a drone indoors
-    carry none of it, every outdoor one does. The first `delay_s` of `y` has no echo (its
-    source lies before the window)."""
-    k = int(round(delay_s * sample_rate))
-    out = y.astype(np.float32, copy=True)
-    if 0 < k < len(y):
-        out[k:] += np.float32(coefficient) * y[: len(y) - k]
-    return out
 
 
 def rms_db(y: np.ndarray) -> float:

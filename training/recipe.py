@@ -76,8 +76,8 @@ def clip_log_mels(clips: Sequence[Clip], audio: dict[Path, np.ndarray], frontend
 
 def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path, np.ndarray],
                   seed: int) -> FieldSampler | PlainSampler:
-    """The sampler over these clips: drones by make and site (but the kinds the recipe leaves
-    out of the positives), backgrounds by pool; for the plain recipe both by data set."""
+    """The sampler over these clips: drones by make and site, backgrounds by pool; for the
+    plain recipe both by data set."""
     window_samples = recipe.frontend.samples_for_frames(recipe.train.window_frames)
     if recipe.plain is not None:
         by_source: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
@@ -87,8 +87,6 @@ def field_sampler(recipe: Recipe, train_clips: Sequence[Clip], audio: dict[Path,
     drones: dict[str, list[np.ndarray]] = {}
     backgrounds: dict[str, list[np.ndarray]] = {}
     for c in train_clips:
-        if c.is_drone and c.kind.endswith(recipe.augment.drone_kinds_out):
-            continue
         (drones.setdefault(c.drone, []) if c.is_drone
          else backgrounds.setdefault(c.pool, [])).append(audio[c.path])
     return FieldSampler(drones, backgrounds, window_samples, recipe.augment, recipe.frontend.sample_rate,
@@ -108,5 +106,5 @@ def train_recipe(
                                  recipe.train.window_frames)
     val_labels = np.array([int(c.is_drone) for c in val_clips])
     model, history = train(SampledBatches(sampler, recipe.frontend, mel_basis), val_features,
-                           val_labels, recipe.train, log, on_epoch, recipe.frontend)
+                           val_labels, recipe.train, log, on_epoch)
     return model, history, time.perf_counter() - started
