@@ -20,7 +20,9 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
-from nightear.fleet import Fleet, FleetSettings, FleetStore
+from nightear.fleet.post import Fleet
+from nightear.fleet.settings import FleetSettings
+from nightear.fleet.store import FleetStore
 from nightear.schema import MAX_PAYLOAD_BYTES, SCHEMA_VERSION, HeartbeatMessage, StatusMessage, encode
 from tests.broker import PASSWORD, USER, Broker, FleetThread, MovedClock, wait_for
 from tests.conftest import FIXTURES, REPO, listen, run_cli
@@ -127,7 +129,7 @@ def test_listen_units_report_to_nightear_fleet_and_refused_credentials_cost_noth
     exported = run_cli("fleet", "--db", str(fleet_db), "--export", "csv")
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert sorted(r["id"] for r in rows) == sorted(by_node["post-a"] + by_node["post-b"])
-    assert {r["state"] for r in rows} == {"closed"} and rows[0]["lat_deg"] == "52.1"
+    assert {r["state"] for r in rows} == {"closed"} and rows[0]["unit_lat_deg"] == "52.1"
     as_json = [json.loads(x) for x in
                run_cli("fleet", "--db", str(fleet_db), "--export", "json").stdout.splitlines()]
     assert [e["id"] for e in as_json] == [r["id"] for r in rows] and "track" in as_json[0]
@@ -157,6 +159,12 @@ def test_a_unit_that_dies_shows_offline_at_once_and_its_heartbeat_says_how_it_is
         assert isinstance(beat["disk_free_bytes"], int) and beat["uptime_s"] > 0  # type: ignore[operator]
         assert beat["position"] == {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0}
         assert fleet.of("unit")[-1]["state"] == "up"
+        wait_for(lambda: fleet.fleet.health()[0]["heartbeat_age_s"] is not None, 5, "a live heartbeat")
+        health = {u["node"]: u for u in fleet.fleet.health()}["post-9"]  # what the console shows
+        assert health["state"] == "up" and 0 <= health["heartbeat_age_s"] < 3.0
+        assert isinstance(health["low_freq_dbfs"], float) and isinstance(health["disk_free_bytes"], int)
+        assert isinstance(health["pending_events"], int) and isinstance(health["input_overflows"], int)
+        assert health["model"] == beat["model"] and health["position"] == beat["position"]
         unit.send_signal(signal.SIGKILL)  # no goodbye: the broker's last will speaks for it
         killed = time.monotonic()
         wait_for(lambda: fleet.of("unit")[-1]["state"] == "down", 10, "the unit down")
@@ -205,7 +213,7 @@ def test_malformed_oversized_and_unknown_version_messages_are_ignored_with_a_log
 
 
 def heartbeat(node: str, sent: float, interval_s: float = 10.0) -> bytes:
-    from nightear.fleet import utc_iso
+    from nightear.fleet.store import utc_iso
 
     return encode(HeartbeatMessage(SCHEMA_VERSION, node, "border", utc_iso(sent), interval_s, 1.0, "0.1.0",
                                    "m", "ab" * 32, 1.0, 0, 0, 0, 0))
