@@ -135,7 +135,7 @@ class FleetThread:
     collected, and the Fleet it runs (`fleet`), whose health the console shows."""
 
     def __init__(self, mqtt: dict[str, object], store: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic, **fleet: object):
+                 clock: Callable[[], float] = time.monotonic, console: Any = None, **fleet: object):
         import threading
 
         import msgspec
@@ -146,6 +146,7 @@ class FleetThread:
 
         self.lines: list[dict[str, object]] = []
         self.fleet: Any = None
+        self.console = console  # a started nightear.fleet.console.server.Console, or None
         self.log: list[str] = []
         self.stop = threading.Event()
         settings = msgspec.convert({"store": str(store) if store else None, **fleet}, FleetSettings)
@@ -156,8 +157,9 @@ class FleetThread:
         self.thread.start()
         wait_for(lambda: any("mqtt connected" in line for line in self.log), what="the fleet to connect")
 
-    def _ready(self, fleet: object) -> None:
+    def _ready(self, fleet: object) -> Any:
         self.fleet = fleet
+        return None if self.console is None else self.console.attach(fleet)
 
     def write(self, text: str) -> None:
         import json

@@ -72,7 +72,6 @@ class Fleet:
         self.duplicates = 0  # events heard again with nothing new
         self.link_up: bool | None = None  # None: no broker involved (tests, the benchmark)
         self.connected_at: float | None = None
-        self._clip_parts: dict[str, dict[int, bytes]] = {}
         for site, node, _, beat in store.heartbeats():  # what the last run knew, state unknown
             try:
                 self._unit(site, node).last = msgspec.json.decode(beat, type=HeartbeatMessage)
@@ -103,6 +102,7 @@ class Fleet:
             return []
         if isinstance(message, HeartbeatMessage):
             unit = self._unit(message.site, message.node)
+            unit.interval_s = message.interval_s
             if not self._live(unit, received):  # from the broker's queue: health, not news
                 unit.heartbeat_wall, unit.last = received, message
                 return []
@@ -202,12 +202,9 @@ class Fleet:
 
     def _clip(self, clip: ClipMessage, received: float) -> list[Line]:
         """A part of an event's clip; the clip is kept when its last part is in."""
-        parts = self._clip_parts.setdefault(clip.id, {})
-        parts[clip.part] = clip.flac
-        if len(parts) < clip.parts:
+        flac = self.store.save_clip_part(clip.id, clip.part, clip.parts, clip.flac)
+        if flac is None:
             return []
-        flac = b"".join(parts[k] for k in range(clip.parts))
-        del self._clip_parts[clip.id]
         if not self.store.save_clip(clip.id, flac, clip.seconds, clip.sample_rate, False, utc_iso(received)):
             return []
         return [{"kind": "clip", "id": clip.id, "site": clip.site, "node": clip.node,

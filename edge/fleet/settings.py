@@ -36,7 +36,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """(host, port) of "ADDR:PORT" (an IPv6 address in brackets); ValueError naming the text."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ValueError(f"console address {text!r} is not ADDR:PORT (e.g. 127.0.0.1:8080)")
     return host, int(port)
 

@@ -26,7 +26,7 @@ from nightear.sinks import PRIVATE_FILE_MODE
 
 FLEET_APPLICATION_ID = 0x4E454654  # "NEFT": a nightear fleet store
 STORE_VERSION = 2  # 1: events only; 2: units, clips, acks, verdicts, fixes
-FLEET_TABLES = {"events", "units", "clips", "acks", "verdicts", "fixes"}
+FLEET_TABLES = {"events", "units", "clips", "clip_parts", "acks", "verdicts", "fixes"}
 STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL,
@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS units (
 CREATE TABLE IF NOT EXISTS clips (
     event_id TEXT PRIMARY KEY, flac BLOB NOT NULL, seconds REAL NOT NULL,
     sample_rate INTEGER NOT NULL, truncated INTEGER NOT NULL, received TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clip_parts (
+    event_id TEXT NOT NULL, part INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (event_id, part)
 );
 CREATE TABLE IF NOT EXISTS acks (event_id TEXT PRIMARY KEY, by TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -181,6 +184,18 @@ class FleetStore:
         """Keep an event's clip; False when it was here already (a re-delivery)."""
         return self._write("INSERT OR IGNORE INTO clips VALUES (?, ?, ?, ?, ?, ?)",
                            (event_id, flac, seconds, sample_rate, int(truncated), received)) > 0
+
+    def save_clip_part(self, event_id: str, part: int, parts: int, data: bytes) -> bytes | None:
+        """Keep one part of a clip (parts outlive a restart of the post); the whole clip once
+        its last part is in, else None."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR IGNORE INTO clip_parts VALUES (?, ?, ?)", (event_id, part, data))
+            rows = self._db.execute("SELECT data FROM clip_parts WHERE event_id = ? AND part < ? "
+                                    "ORDER BY part", (event_id, parts)).fetchall()
+            if len(rows) < parts:
+                return None
+            self._db.execute("DELETE FROM clip_parts WHERE event_id = ?", (event_id,))
+        return b"".join(bytes(row[0]) for row in rows)
 
     def clip(self, event_id: str) -> bytes | None:
         rows = self._rows("SELECT flac FROM clips WHERE event_id = ?", (event_id,))
