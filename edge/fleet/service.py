@@ -65,8 +65,10 @@ def human_line(line: Line) -> str:
         return (f"{'':8} CLOCK {line['node']} {line['state']}: offset {line['offset_s']:+.1f} s "
                 f"(tolerance {line['tolerance_s']} s)")
     if kind == "link":
-        what = "connected" if line["state"] == "up" else "LOST: units' state unknown"
-        return f"{_clock(line['at'])} FLEET broker {line['broker']} {what} ({line['reason']})"
+        if line["state"] == "up":
+            return f"{_clock(line['at'])} FLEET broker {line['broker']} connected"
+        return (f"{_clock(line['at'])} FLEET broker {line['broker']} LOST: units' state unknown "
+                f"({line['reason']})")
     if kind == "clip":
         return f"{_clock(line['received'])} clip  {line['node']} {line['seconds']:.1f} s [{line['id'][:8]}]"
     return json.dumps(line)

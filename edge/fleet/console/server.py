@@ -184,7 +184,7 @@ class Console:
         app.route("/api/state", "GET", self._state)
         app.route("/api/stream", "GET", self._stream)
         app.route("/api/clips/<event_id>.flac", "GET", self._clip)
-        app.route("/api/clips/<event_id>.png", "GET", self._spectrogram)
+        app.route("/api/clips/<event_id>.jpg", "GET", self._spectrogram)
         app.route("/api/events/<event_id>/ack", "POST", self._ack)
         app.route("/api/events/<event_id>/verdict", "POST", self._verdict)
         app.route("/api/export", "POST", self._export)
@@ -270,9 +270,9 @@ class Console:
         return flac[first : last + 1]
 
     def _spectrogram(self, event_id: str) -> bytes:
-        png = views.spectrogram_png(self._clip_bytes(event_id))
-        bottle.response.content_type = "image/png"
-        return png
+        picture = views.spectrogram_jpeg(self._clip_bytes(event_id))
+        bottle.response.content_type = "image/jpeg"
+        return picture
 
     def _ack(self, event_id: str) -> dict[str, str]:
         found, fleet = self._need_csrf(), self._need_fleet()

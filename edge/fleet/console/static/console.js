@@ -118,7 +118,7 @@ function renderEvidence(fresh) {
   const clip = $("clip");
   if (a.clip && (fresh || clip.dataset.src !== clipUrl)) {
     clip.src = clipUrl; clip.dataset.src = clipUrl;
-    $("spectrogram").src = `/api/clips/${encodeURIComponent(a.id)}.png`;
+    $("spectrogram").src = `/api/clips/${encodeURIComponent(a.id)}.jpg`;
   } else if (!a.clip) { clip.removeAttribute("src"); delete clip.dataset.src; clip.load(); }
   clip.hidden = !a.clip; $("spectrogram").hidden = !a.clip; $("ev-noclip").hidden = a.clip;
   const marks = [];
