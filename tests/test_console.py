@@ -7,6 +7,7 @@ a flood of logins. Screenshots of the main views are kept under test-artefacts/c
 from __future__ import annotations
 
 import csv
+import http.client
 import http.cookiejar
 import json
 import os
@@ -192,3 +193,50 @@ def test_detect_and_listen_never_load_the_console_or_the_post() -> None:
              "print(sorted(m for m in sys.modules if m.startswith(('bottle', 'argon2', 'nightear.fleet'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['nightear.fleet', 'nightear.fleet.settings']"  # the config's section only
+
+
+def fleet_yaml(tmp_path: Path, broker: Broker, console: dict[str, object]) -> Path:
+    import yaml
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"mqtt": broker.unit_config(tls=False),
+                                    "fleet": {"store": str(tmp_path / "fleet.db"), "console": console}}))
+    return path
+
+
+def test_the_console_needs_an_operator_and_tls_beyond_loopback(broker: Broker, tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    pytest.importorskip("bottle", reason="the fleet extra: pip install -e '.[dev]'")
+    hashed = subprocess.run([sys.executable, "-m", "nightear", "fleet", "--hash-password"],
+                            input=f"{PASSWORD}\n", capture_output=True, text=True, cwd=REPO,
+                            check=True).stdout.strip()
+    assert hashed.startswith("$argon2id$")
+    nobody = run_cli("fleet", "--config", str(fleet_yaml(tmp_path, broker, {})), "--http", "127.0.0.1:0")
+    assert nobody.returncode == 2 and nobody.stderr.startswith(
+        "nightear: error: fleet.console.users: no operator can log in")
+    beyond = run_cli("fleet", "--config", str(fleet_yaml(tmp_path, broker, {"users": {OPERATOR: hashed}})),
+                     "--http", "0.0.0.0:0")
+    assert beyond.returncode == 2 and beyond.stderr.strip() == (
+        "nightear: error: fleet.console.http 0.0.0.0:0: not loopback, so it needs TLS: set "
+        "fleet.console.cert_file and key_file")
+    from nightear.fleet.console.server import start_console
+    from nightear.fleet.settings import ConsoleSettings
+
+    console = start_console(ConsoleSettings(http="127.0.0.1:0", users={OPERATOR: hashed},
+                                            cert_file=str(broker.folder / "server.crt"),
+                                            key_file=str(broker.folder / "server.key")), None, [].append)
+    try:
+        assert console.url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=str(broker.folder / "ca.crt"))
+        with urllib.request.urlopen(console.url + "/login", context=trusted, timeout=10) as page:
+            assert page.status == 200 and 'action="/login"' in page.read().decode()
+        refused = (urllib.error.URLError, http.client.HTTPException, ConnectionError)
+        with pytest.raises(refused):  # no plain text
+            urllib.request.urlopen(console.url.replace("https", "http") + "/login", timeout=10)
+    finally:
+        console.close()

@@ -46,6 +46,13 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up, or spoke plain HTTP to TLS, is no error of the post."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
 
 class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
