@@ -54,6 +54,7 @@ def page_weight(driver: Any) -> dict[str, int]:
 
 
 def run(alerts: int) -> dict[str, Any]:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -76,9 +77,9 @@ def run(alerts: int) -> dict[str, Any]:
                 start = datetime.now(UTC) - timedelta(seconds=2)
                 opened = units[k % 2].hear(start, 2.0, "open")
                 row = f'#alerts tr[data-id="{opened.id}"]'
-                found = WebDriverWait(driver, 10, poll_frequency=0.01).until(
-                    lambda d, row=row: d.find_elements(By.CSS_SELECTOR, row))
-                shown = found[0].get_attribute("data-shown-at")
+                shown = WebDriverWait(driver, 10, poll_frequency=0.01, ignored_exceptions=(
+                    NoSuchElementException, StaleElementReferenceException)).until(
+                    lambda d, row=row: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-shown-at"))
                 (line,) = [a for a in fleet.of("alert") if a["id"] == opened.id]
                 sent = parse_utc(str(line["sent"]))
                 to_page.append(int(shown) - sent * 1000.0)

@@ -36,9 +36,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def wait(driver: Any, condition: Any, timeout_s: float = 15.0, what: str = "") -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, what)
+    # the page redraws its tables on every line from the stream: an element may go stale
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(condition, what)
 
 
 def log_in(driver: Any, url: str, user: str, password: str) -> None:
@@ -70,19 +73,21 @@ def test_an_operator_hears_judges_and_exports_an_alert_and_sees_its_fix(broker: 
         start = datetime.now(UTC) - timedelta(seconds=2)
         opened = units[0].hear(start, 2.0, "open")
         row_of = f'#alerts tr[data-id="{opened.id}"]'
-        row = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, row_of), what="the live alert")[0]
-        assert "DRONE" in row.text and "post-a" in row.text and "0.98" in row.text
+        text = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row_of).text, what="the live alert")
+        assert "DRONE" in text and "post-a" in text and "0.98" in text
         shot(driver, "alert")
         units[0].hear(start, 6.0, "closed", opened.id)
         units[1].hear(start, 6.0, "closed")
         wait(driver, lambda d: "♪" in d.find_element(By.CSS_SELECTOR, row_of).text, 30, "the clip")
-        driver.find_element(By.CSS_SELECTOR, row_of).click()
+        wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row_of).click() or True, what="a click")
         duration = wait(driver, lambda d: d.execute_script(
             "const a = document.getElementById('clip'); return a.readyState >= 1 && a.duration"), what="clip")
         assert abs(duration - 9.0) < 0.05  # 6 s of event and 3 s of pre-roll, as the unit wrote it
         wait(driver, lambda d: d.execute_script(
             "return document.getElementById('spectrogram').naturalWidth") > 100, what="the spectrogram")
         driver.find_element(By.ID, "ack").click()
+        wait(driver, lambda d: "acknowledged by ops" in d.find_element(By.ID, "ev-marks").text,
+             what="the acknowledgement")
         driver.find_element(By.CSS_SELECTOR, 'button[data-verdict="drone"]').click()
         wait(driver, lambda d: 'judged "drone" by ops' in d.find_element(By.ID, "ev-marks").text,
              what="the verdict")
@@ -110,6 +115,10 @@ def test_an_operator_hears_judges_and_exports_an_alert_and_sees_its_fix(broker: 
     assert row["label"] == "drone" and row["event"] == opened.id and row["path"].startswith("post-a/")
     assert row["group"].startswith("post-a/") and row["path"].endswith(".flac")
     assert abs(sf.info(tmp_path / "judged" / row["path"]).duration - 9.0) < 0.01
+    from nightear_training.data import load_folder  # what build-default --folder reads
+
+    (clip,) = load_folder(tmp_path / "judged")
+    assert clip.label == "drone" and clip.group == row["group"]
 
 
 class Client:
