@@ -102,6 +102,8 @@ def test_an_operator_hears_judges_and_exports_an_alert_and_sees_its_fix(broker: 
         assert "east, m" in driver.find_element(By.ID, "plan").text
         units_text = driver.find_element(By.ID, "units").text
         assert "58.2 °C" in units_text and "-52 dBFS" in units_text and "nightear-drone-3.4.0" in units_text
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(url.startswith(console.url + "/") for url in loaded)  # no CDN, no font
         driver.set_window_size(1400, 1400)
         driver.execute_script("window.scrollTo(0, 0)")
         shot(driver, "console")

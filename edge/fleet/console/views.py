@@ -8,6 +8,7 @@ import io
 import time
 from typing import Any
 
+import msgspec
 import numpy as np
 import soundfile as sf
 
@@ -61,7 +62,7 @@ def plan(fleet: Fleet, now_s: float | None = None) -> dict[str, Any]:
     recent = fleet.store.recent(ALERTS_SHOWN)
     for event, _ in recent:  # a unit heard only through its events still stands somewhere
         if event.position is not None and event.node not in units:
-            units[event.node] = {"node": event.node, "position": msgspec_position(event.position),
+            units[event.node] = {"node": event.node, "position": msgspec.structs.asdict(event.position),
                                  "heading_deg": event.heading_deg, "state": "unknown"}
     if not units:
         return {"origin": None, "units": [], "rays": [], "fixes": []}
@@ -83,10 +84,6 @@ def plan(fleet: Fleet, now_s: float | None = None) -> dict[str, Any]:
                        "heading_deg": u.get("heading_deg"), "state": u.get("state")}
                       for node, u in units.items()],
             "rays": rays, "fixes": fixes}
-
-
-def msgspec_position(position: UnitPosition) -> dict[str, float]:
-    return {"lat_deg": position.lat_deg, "lon_deg": position.lon_deg, "alt_m": position.alt_m}
 
 
 def _ray_shown(event: EventMessage, now_s: float) -> bool:
