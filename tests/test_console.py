@@ -251,3 +251,39 @@ def test_the_console_needs_an_operator_and_tls_beyond_loopback(broker: Broker, t
             urllib.request.urlopen(console.url.replace("https", "http") + "/login", timeout=10)
     finally:
         console.close()
+
+
+def test_nightear_fleet_http_serves_the_console_and_stops_cleanly(broker: Broker,
+                                                                  tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.broker import free_port, wait_for
+    from tests.console_browser import hashed
+
+    pytest.importorskip("bottle", reason="the fleet extra: pip install -e '.[dev]'")
+    config = fleet_yaml(tmp_path, broker, {"users": {OPERATOR: hashed(PASSWORD)}})
+    port = free_port()
+    post = subprocess.Popen([sys.executable, "-m", "nightear", "fleet", "--config", str(config), "--http",
+                             f"127.0.0.1:{port}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        operator = Client(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if operator.call("/login", f"user={OPERATOR}&password={PASSWORD}".encode())[0] == 303:
+                    break
+            except urllib.error.URLError:  # not listening yet
+                pass
+            assert post.poll() is None and time.monotonic() < deadline, "the console did not come up"
+            time.sleep(0.2)
+        wait_for(lambda: json.loads(operator.call("/api/state")[1])["link"] is True, 10, "the broker")
+    finally:
+        post.send_signal(signal.SIGTERM)
+        out, err = post.communicate(timeout=20)
+    assert post.returncode == 0 and "Traceback" not in err
+    assert f"nightear: console at http://127.0.0.1:{port}" in err and f"{OPERATOR} logged in" in err
+    assert json.loads(out.splitlines()[0])["kind"] == "link"  # JSON lines into a pipe
