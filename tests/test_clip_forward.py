@@ -87,3 +87,39 @@ def test_a_clip_goes_after_its_alert_in_parts_and_waits_out_the_post_and_a_broke
         (flac,) = db.execute("SELECT flac FROM clips WHERE event_id = ?", (event.id,)).fetchone()
     heard, rate = sf.read(io.BytesIO(flac), dtype="int16")
     assert rate == 16000 and np.array_equal(heard, samples)  # lossless, whole, in order
+
+
+def test_a_store_from_before_clips_were_sent_keeps_its_delivered_clips_home(tmp_path: Path) -> None:
+    from nightear.sinks.clip_sender import ClipSender
+    from nightear.sinks.mqtt import SENT_SCHEMA
+
+    store = tmp_path / "unit.db"
+    long_clip(tmp_path / "clip.wav", 5.0)
+    start = datetime(2026, 11, 3, 1, tzinfo=UTC)
+    db = EventStore(store)
+    for k in range(2):
+        at = start + timedelta(minutes=k)
+        db.save(StoredEvent(id=f"e-{k}", node="post-1", state="closed", start=at.isoformat(),
+                            end=(at + timedelta(seconds=4)).isoformat(), peak_confidence=0.9,
+                            mean_confidence=0.9, windows=4, model="m", model_sha256="ab" * 32,
+                            clip=str(tmp_path / "clip.wav")))
+    db.close()
+    with sqlite3.connect(store, isolation_level=None) as raw:
+        raw.executescript(SENT_SCHEMA)
+        raw.execute("INSERT INTO mqtt_sent VALUES ('e-0', 'closed', '2026-11-03T01:00:05')")  # sent before
+        sender = ClipSender(raw, None, "border", "post-1", None, print)  # type: ignore[arg-type]
+        assert sender._next() is None  # its clip stays on the unit: no flood after an upgrade
+        raw.execute("INSERT INTO mqtt_sent VALUES ('e-1', 'closed', '2026-11-03T01:01:05')")  # after
+        assert sender._next() == ("e-1", str(tmp_path / "clip.wav"), 0)
+
+
+def test_the_post_keeps_its_clips_under_a_quota_judged_ones_last(tmp_path: Path) -> None:
+    from nightear.fleet.store import FleetStore
+
+    store = FleetStore(tmp_path / "fleet.db")
+    for k in range(4):
+        store.save_clip(f"e-{k}", bytes(1000), 1.0, 16000, False, f"2026-11-03T01:0{k}:00.000+00:00")
+    store.set_verdict("e-0", "drone", "ops", "2026-11-03T02:00:00.000+00:00")
+    assert store.trim_clips(2500) == 2  # the two oldest unjudged went; the judged oldest stayed
+    assert store.clip_ids() == {"e-0", "e-3"}
+    store.close()

@@ -207,6 +207,8 @@ class Fleet:
             return []
         if not self.store.save_clip(clip.id, flac, clip.seconds, clip.sample_rate, False, utc_iso(received)):
             return []
+        if gone := self.store.trim_clips(self.settings.clips_quota_bytes):
+            self.log(f"nightear: fleet: {gone} oldest unjudged clips deleted (fleet.clips_quota_bytes)")
         return [{"kind": "clip", "id": clip.id, "site": clip.site, "node": clip.node,
                  "seconds": clip.seconds, "bytes": len(flac), "received": utc_iso(received)}]
 

@@ -60,4 +60,5 @@ class FleetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     clock_tolerance_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 1.0
     track_bin_seconds: Annotated[float, msgspec.Meta(ge=0.25, le=600.0)] = 2.0
     late_after_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 10.0  # an alert this old is late
+    clips_quota_bytes: Annotated[int, msgspec.Meta(ge=10_000_000)] = 5_000_000_000  # oldest unjudged go first
     console: ConsoleSettings = ConsoleSettings()

@@ -198,6 +198,23 @@ class FleetStore:
             self._db.execute("DELETE FROM clip_parts WHERE event_id = ?", (event_id,))
         return b"".join(bytes(row[0]) for row in rows)
 
+    def trim_clips(self, quota_bytes: int) -> int:
+        """Delete the oldest clips no operator judged until the rest fit `quota_bytes`; judged
+        ones are training data and stay. Returns how many went."""
+        with self._lock, self._db:
+            rows = self._db.execute(
+                "SELECT c.event_id, length(c.flac) FROM clips c LEFT JOIN verdicts v "
+                "ON v.event_id = c.event_id WHERE v.event_id IS NULL ORDER BY c.received").fetchall()
+            total = int(self._db.execute("SELECT coalesce(sum(length(flac)), 0) FROM clips").fetchone()[0])
+            gone = []
+            for event_id, size in rows:
+                if total <= quota_bytes:
+                    break
+                gone.append((event_id,))
+                total -= size
+            self._db.executemany("DELETE FROM clips WHERE event_id = ?", gone)
+        return len(gone)
+
     def clip(self, event_id: str) -> bytes | None:
         rows = self._rows("SELECT flac FROM clips WHERE event_id = ?", (event_id,))
         return bytes(rows[0][0]) if rows else None

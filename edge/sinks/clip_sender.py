@@ -45,7 +45,11 @@ class ClipSender:
     def __init__(self, db: sqlite3.Connection, client: mqtt.Client, site: str, node: str,
                  base: Path | None, log: Callable[[str], None]):
         self.db, self.client, self.site, self.node, self.base, self.log = db, client, site, node, base, log
+        fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'mqtt_clips'").fetchone() is None
         db.executescript(CLIPS_SCHEMA)
+        if fresh:  # a store from before clips were sent: its delivered events keep their clips home
+            db.execute("INSERT OR IGNORE INTO mqtt_clips SELECT event_id, 0, 0, 'before clips were sent' "
+                       "FROM mqtt_sent WHERE state = 'closed'")
         self.in_flight: int | None = None  # the mid of the part on its way
         self._current: tuple[str, bytes, int, float] | None = None  # event id, FLAC, rate, seconds
         self.sent = 0  # clips whose last part the broker acknowledged
