@@ -227,3 +227,20 @@ def test_tls_to_a_plain_listener_and_a_bad_key_say_which_and_name_the_file(broke
         with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
             BrokerLink(settings, "nightear-test", True, said.append)
     link.close()
+
+
+def test_a_fleet_store_from_before_fixes_were_kept_exports_as_it_is(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = tmp_path / "fleet.db"
+    with sqlite3.connect(old) as db:  # the first release's fleet store: events only, unmarked
+        db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL, "
+                   "state TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL, received TEXT NOT NULL, "
+                   "payload TEXT NOT NULL)")
+    before = hashlib.sha256(old.read_bytes()).hexdigest()
+    fixes = run_cli("fleet", "--db", str(old), "--export", "csv", "--fixes")
+    assert fixes.returncode == 0 and fixes.stdout.splitlines() == [",".join(
+        ("t", "lat_deg", "lon_deg", "alt_m", "major_m", "minor_m", "major_bearing_deg", "crossing_deg",
+         "units", "events", "received"))]
+    assert run_cli("fleet", "--db", str(old), "--export", "json").returncode == 0
+    assert hashlib.sha256(old.read_bytes()).hexdigest() == before

@@ -114,6 +114,8 @@ class FleetStore:
             if read_only and path is not None:
                 self._db = sqlite3.connect(_read_only_uri(Path(path)), uri=True,
                                            isolation_level=None, check_same_thread=False)
+                self._tables = {row[0] for row in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
                 return
             if path is not None:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,7 @@ class FleetStore:
             self._db.executescript(STORE_SCHEMA)
             self._db.execute(f"PRAGMA application_id = {FLEET_APPLICATION_ID}")
             self._db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+            self._tables = set(FLEET_TABLES)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{where}: cannot open the fleet store ({exc})") from None
 
@@ -248,6 +251,8 @@ class FleetStore:
 
     def fixes(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Stored fixes oldest first, each with its `received` time."""
+        if "fixes" not in self._tables:  # a store from before fixes were kept, read as it is
+            return []
         query, args = "SELECT fix, received FROM fixes", ()  # type: tuple[str, tuple[str, ...]]
         if since is not None:
             query, args = query + " WHERE t >= ?", (utc_iso(since.timestamp()),)

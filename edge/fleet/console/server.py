@@ -14,7 +14,9 @@ import json
 import queue
 import socket
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -48,8 +50,6 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up, or spoke plain HTTP to TLS, is no error of the post."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError | TimeoutError):
             super().handle_error(request, client_address)
 
@@ -285,7 +285,7 @@ class Console:
         found, fleet = self._need_csrf(), self._need_fleet()
         if fleet.store.event(event_id) is None:
             raise bottle.HTTPError(404, "no such event")
-        fleet.store.ack(event_id, found.user, utc_iso(_now()))
+        fleet.store.ack(event_id, found.user, utc_iso(time.time()))
         by, at = fleet.store.acks()[event_id]
         self.hub.publish({"kind": "ack", "id": event_id, "by": by, "at": at})
         return {"by": by, "at": at}
@@ -297,7 +297,7 @@ class Console:
             raise bottle.HTTPError(404, "no such event")
         if verdict not in ("drone", "not-drone"):
             raise bottle.HTTPError(400, "verdict must be drone or not-drone")
-        at = utc_iso(_now())
+        at = utc_iso(time.time())
         fleet.store.set_verdict(event_id, verdict, found.user, at)
         self.hub.publish({"kind": "verdict", "id": event_id, "verdict": verdict, "by": found.user, "at": at})
         return {"verdict": verdict, "by": found.user, "at": at}
@@ -314,12 +314,6 @@ class Console:
         self.log(f"nightear: console: {found.user} exported {sum(done.written.values())} judged clips "
                  f"to {folder}")
         return {"folder": str(folder.resolve()), "written": done.written, "skipped": done.skipped}
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 def _range(header: str | None, size: int) -> tuple[int, int]:
