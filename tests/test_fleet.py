@@ -37,10 +37,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object]) -> Path:
+def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object],
+              clips: Path | None = None) -> Path:
     path.write_text(msgspec.yaml.encode({
         "node": node, "store": {"path": str(store)}, "mqtt": mqtt_section,
-        "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0}}).decode())
+        "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0},
+        **({"clips": {"folder": str(clips)}} if clips else {})}).decode())
     return path
 
 
@@ -310,7 +312,8 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
     with_network = tmp_path / "nightear.service"  # the unit as systemd merges it with the drop-in
     with_network.write_text(UNIT.read_text() + (REPO / "deploy" / "network.conf").read_text())
     fleet = FleetThread(broker.unit_config(), tmp_path / "fleet.db")
-    config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config())
+    config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config(),
+                       clips=tmp_path / "clips")
 
     def listen_under(unit: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*sandboxed(unit), sys.executable, "-m", "nightear", "listen", "--config",
@@ -326,5 +329,7 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
         assert opened.returncode == 0 and "mqtt connected" in opened.stderr, opened.stderr
         wait_for(lambda: len([a for a in fleet.of("alert") if a["state"] == "closed"]) == 2, 20,
                  "both events, the one that waited included")
+        # the waiting event's clip followed it, read and FLAC-encoded under the unit's rules
+        wait_for(lambda: [c["node"] for c in fleet.of("clip")][:1] == ["post-h"], 10, "its clip")
     finally:
         fleet.close()
