@@ -40,6 +40,7 @@ from nightear.schema import (
 
 FIX_SLACK_SECONDS = 3.0  # sound takes ~3 s to cross a kilometre: events this far apart overlap
 CLOCK_SAMPLES = 5  # heartbeats behind a unit's clock offset
+HEARTBEAT_SAVE_SECONDS = 60.0  # a unit's last heartbeat is kept in the store this often
 QUEUED_BURST_SECONDS = 1.0  # messages this soon after (re)connecting are the broker's queue
 HEALTH_FIELDS = ("uptime_s", "nightear_version", "model", "pending_events", "input_overflows",
                  "dropped_frames", "events", "load_1m", "soc_temp_c", "disk_free_bytes", "clips_bytes",
@@ -58,6 +59,7 @@ class UnitHealth:
     offsets: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
     clock_off: bool = False
     last: HeartbeatMessage | None = None
+    saved_at: float | None = None  # when its heartbeat was last written to the store
 
 
 class Fleet:
@@ -173,7 +175,9 @@ class Fleet:
         unit = self._unit(beat.site, beat.node)
         unit.heartbeat_at, unit.heartbeat_wall, unit.interval_s = self.clock(), received, beat.interval_s
         unit.last = beat
-        self.store.save_heartbeat(beat.site, beat.node, utc_iso(received), encode(beat))
+        if unit.saved_at is None or unit.heartbeat_at - unit.saved_at >= HEARTBEAT_SAVE_SECONDS:
+            unit.saved_at = unit.heartbeat_at  # for the next start's picture: not each one
+            self.store.save_heartbeat(beat.site, beat.node, utc_iso(received), encode(beat))
         return self._set_up(beat.site, beat.node, True, "heartbeat")
 
     def _live(self, unit: UnitHealth, received: float) -> bool:
