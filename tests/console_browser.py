@@ -73,6 +73,12 @@ def console_settings(export_folder: Path) -> ConsoleSettings:
                            export_folder=str(export_folder))
 
 
+def drone_at(seconds: float, east_m_per_s: float = 25.0) -> UnitPosition:
+    """Where the drone is `seconds` into a pass: flying east from DRONE."""
+    east_deg = np.degrees(east_m_per_s * seconds / (6_371_000 * np.cos(np.radians(DRONE.lat_deg))))
+    return UnitPosition(DRONE.lat_deg, DRONE.lon_deg + float(east_deg), DRONE.alt_m)
+
+
 def bearing_to(frm: UnitPosition, to: UnitPosition) -> float:
     east = np.radians(to.lon_deg - frm.lon_deg) * np.cos(np.radians(frm.lat_deg)) * 6_371_000
     north = np.radians(to.lat_deg - frm.lat_deg) * 6_371_000
@@ -90,10 +96,12 @@ class Unit:
     events: list[StoredEvent] = field(default_factory=list)
 
     def hear(self, start: datetime, seconds: float, state: str, event_id: str | None = None) -> StoredEvent:
-        """A drone pass heard from here (bearing to DRONE), stored as the daemon stores it:
+        """A drone pass heard from here (bearings to the drone flying east), stored as the daemon stores it:
         the alert when it opens; the clip (the bebop fixture, looped) when it closes."""
         position = POSTS[self.node]
-        b = bearing_to(position, DRONE)
+        windows = int(seconds * 4)
+        bearings = [bearing_to(position, drone_at(0.25 * k)) for k in range(windows)]
+        b = bearings[len(bearings) // 2]
         clip = None
         if state == "closed":
             drone, rate = sf.read(FIXTURES / "drone_bebop_16k.flac", dtype="int16")
@@ -106,7 +114,7 @@ class Unit:
                             model="nightear-drone-3.4.0", model_sha256="ab" * 32,
                             clip=str(clip) if clip else None, bearing_deg=b, bearing_spread_deg=4.0)
         track = [StoredBearing((start + timedelta(seconds=0.25 * k)).isoformat(timespec="milliseconds"),
-                               b, None, 0.9, 0.95) for k in range(int(seconds * 4))]
+                               bearings[k], None, 0.9, 0.95) for k in range(windows)]
         db = EventStore(self.store)
         db.save(event, track)
         db.close()

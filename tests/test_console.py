@@ -98,6 +98,7 @@ def test_an_operator_hears_judges_and_exports_an_alert_and_sees_its_fix(broker: 
              what="the export")
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#plan circle.fix"), what="the fix drawn")
         assert driver.find_elements(By.CSS_SELECTOR, "#plan ellipse.ellipse")
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#plan polyline.track"), what="the track")
         assert len(driver.find_elements(By.CSS_SELECTOR, "#plan circle.unit")) == 2
         assert "east, m" in driver.find_element(By.ID, "plan").text
         units_text = driver.find_element(By.ID, "units").text
