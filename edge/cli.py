@@ -114,11 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--db", help="the SQLite event store (overrides the config)")
     export.add_argument("--since", type=_since, help="ISO time (UTC) or an age such as 30m, 12h, 2d")
 
-    fleet = sub.add_parser("fleet", help="subscribe to a site's units: alerts, unit health, position fixes")
-    fleet.add_argument("--config", help="YAML config file (its mqtt and fleet sections)")
-    fleet.add_argument("--db", help="the fleet's SQLite store (overrides fleet.store)")
-    fleet.add_argument("--export", choices=("csv", "json"), help="print the stored events and exit")
-    fleet.add_argument("--since", type=_since, help="with --export: ISO time (UTC) or an age (12h, 2d)")
+    from nightear.fleet.command import add_fleet_parser
+
+    add_fleet_parser(sub, _since)
 
     fleet_bench = sub.add_parser("fleet-bench",
                                  help="load a broker and a nightear fleet with simulated units")
@@ -155,9 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args)
         if args.command == "fleet":
-            return _fleet(args)
+            from nightear.fleet.command import fleet_command
+
+            return fleet_command(args)
         if args.command == "fleet-bench":
-            from nightear.fleet_bench import main as fleet_bench
+            from nightear.fleet.bench import main as fleet_bench
 
             return fleet_bench(args.broker, args.units, args.seconds, args.flood, args.username,
                                args.password)
@@ -312,34 +312,6 @@ def _export_labelled(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {label}" for label, n in sorted(done.written.items()))
     print(f"nightear: exported {sum(done.written.values())} clips ({counts}) to {args.out / 'labels.csv'}",
           file=sys.stderr)
-    return 0
-
-
-def _fleet(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from nightear import fleet
-
-    settings = load_settings(args.config)
-    base = Path(args.config).parent if args.config else None
-    fleet_settings = settings.fleet
-    if args.db is not None:
-        fleet_settings = msgspec.structs.replace(fleet_settings, store=args.db)
-    if args.export:
-        path = fleet_settings.store
-        if path is None or not Path(path).is_file():
-            raise ConfigError(f"{path}: no such fleet store" if path else
-                              "no fleet store to export: give --db FILE or a config with fleet.store")
-        store = fleet.FleetStore(path)
-        fleet.export(store, args.export, sys.stdout, args.since)
-        store.close()
-        return 0
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    fleet.run(settings.mqtt, fleet_settings, sys.stdout,
-              lambda line: print(line, file=sys.stderr, flush=True), stop, base)
     return 0
 
 

@@ -13,7 +13,7 @@ import msgspec
 
 from nightear.decision import DecisionConfig
 from nightear.errors import ConfigError
-from nightear.fleet import FleetSettings
+from nightear.fleet.settings import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.geometry import ArrayGeometry, ArraySettings
 from nightear.pipeline import DEFAULT_HOP_SECONDS

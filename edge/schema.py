@@ -1,6 +1,6 @@
 """The fleet's wire format: one versioned JSON schema for everything a unit publishes.
 
-Topics are `nightear/<site>/<node>/event`, `.../heartbeat` and `.../status`. Every payload is
+Topics are `nightear/<site>/<node>/event`, `.../heartbeat`, `.../status` and `.../clip`. Every payload is
 a JSON object with `schema` (this module's SCHEMA_VERSION) and `kind`; a reader decodes the
 envelope first, so a payload from a newer nightear is refused by its version, not misread.
 Times are UTC ISO-8601 with milliseconds; `sent` is the unit's own clock when it published,
@@ -17,6 +17,7 @@ from nightear.errors import NightearError
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a longer event track is thinned to fit (see MAX_TRACK_POINTS)
+CLIP_PART_BYTES = 160 * 1024  # FLAC bytes per clip message: base64 and the envelope stay under the limit
 MAX_TRACK_POINTS = 1200  # 5 minutes of windows at 0.25 s
 TOPIC_ROOT = "nightear"
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]  # MQTT-topic safe
@@ -115,7 +116,27 @@ class StatusMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="status")
     sent: str
 
 
-Message = EventMessage | HeartbeatMessage | StatusMessage
+class ClipMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="clip"):
+    """Part of a closed event's clip: FLAC bytes `part` of `parts` (a clip longer than one
+    payload travels in several). Sent after the event's closing, never before an alert."""
+
+    schema: int
+    node: Slug
+    site: Slug
+    sent: str
+    id: str  # the event's id
+    part: Annotated[int, msgspec.Meta(ge=0)]
+    parts: Annotated[int, msgspec.Meta(ge=1, le=64)]
+    sample_rate: int
+    seconds: float
+    flac: bytes  # base64 in the JSON
+
+    def __post_init__(self) -> None:
+        if self.part >= self.parts:
+            raise ValueError(f"clip part {self.part} of {self.parts}")
+
+
+Message = EventMessage | HeartbeatMessage | StatusMessage | ClipMessage
 _decoder = msgspec.json.Decoder(Message)
 _envelope = msgspec.json.Decoder(Envelope)
 _encoder = msgspec.json.Encoder()
@@ -150,5 +171,5 @@ def decode(topic_name: str, payload: bytes) -> Message:
 
 
 def kind_of(message: Message) -> str:
-    """`event`, `heartbeat` or `status`: the message's tag, also its topic's last part."""
+    """`event`, `heartbeat`, `status` or `clip`: the message's tag, also its topic's last part."""
     return str(type(message).__struct_config__.tag)

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,26 +131,35 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0, what: str =
 
 
 class FleetThread:
-    """`nightear fleet`'s loop (nightear.fleet.run) on a thread, its lines and log collected."""
+    """`nightear fleet`'s loop (nightear.fleet.service.run) on a thread, its lines and log
+    collected, and the Fleet it runs (`fleet`), whose health the console shows."""
 
     def __init__(self, mqtt: dict[str, object], store: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic, **fleet: object):
+                 clock: Callable[[], float] = time.monotonic, console: Any = None, **fleet: object):
         import threading
 
         import msgspec
 
-        from nightear.fleet import FleetSettings, run
+        from nightear.fleet.service import run
+        from nightear.fleet.settings import FleetSettings
         from nightear.sinks.broker import MqttSettings
 
         self.lines: list[dict[str, object]] = []
+        self.fleet: Any = None
+        self.console = console  # a started nightear.fleet.console.server.Console, or None
         self.log: list[str] = []
         self.stop = threading.Event()
         settings = msgspec.convert({"store": str(store) if store else None, **fleet}, FleetSettings)
         link = msgspec.convert(mqtt, MqttSettings)
         self.thread = threading.Thread(
-            target=run, args=(link, settings, self, self.log.append, self.stop, None, clock), daemon=True)
+            target=run, args=(link, settings, self, self.log.append, self.stop, None, clock),
+            kwargs={"on_ready": self._ready, "json_lines": True}, daemon=True)
         self.thread.start()
         wait_for(lambda: any("mqtt connected" in line for line in self.log), what="the fleet to connect")
+
+    def _ready(self, fleet: object) -> Any:
+        self.fleet = fleet
+        return None if self.console is None else self.console.attach(fleet)
 
     def write(self, text: str) -> None:
         import json

@@ -20,7 +20,9 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
-from nightear.fleet import Fleet, FleetSettings, FleetStore
+from nightear.fleet.post import Fleet
+from nightear.fleet.settings import FleetSettings
+from nightear.fleet.store import FleetStore
 from nightear.schema import MAX_PAYLOAD_BYTES, SCHEMA_VERSION, HeartbeatMessage, StatusMessage, encode
 from tests.broker import PASSWORD, USER, Broker, FleetThread, MovedClock, wait_for
 from tests.conftest import FIXTURES, REPO, listen, run_cli
@@ -35,10 +37,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object]) -> Path:
+def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object],
+              clips: Path | None = None) -> Path:
     path.write_text(msgspec.yaml.encode({
         "node": node, "store": {"path": str(store)}, "mqtt": mqtt_section,
-        "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0}}).decode())
+        "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0},
+        **({"clips": {"folder": str(clips)}} if clips else {})}).decode())
     return path
 
 
@@ -127,7 +131,7 @@ def test_listen_units_report_to_nightear_fleet_and_refused_credentials_cost_noth
     exported = run_cli("fleet", "--db", str(fleet_db), "--export", "csv")
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert sorted(r["id"] for r in rows) == sorted(by_node["post-a"] + by_node["post-b"])
-    assert {r["state"] for r in rows} == {"closed"} and rows[0]["lat_deg"] == "52.1"
+    assert {r["state"] for r in rows} == {"closed"} and rows[0]["unit_lat_deg"] == "52.1"
     as_json = [json.loads(x) for x in
                run_cli("fleet", "--db", str(fleet_db), "--export", "json").stdout.splitlines()]
     assert [e["id"] for e in as_json] == [r["id"] for r in rows] and "track" in as_json[0]
@@ -157,6 +161,12 @@ def test_a_unit_that_dies_shows_offline_at_once_and_its_heartbeat_says_how_it_is
         assert isinstance(beat["disk_free_bytes"], int) and beat["uptime_s"] > 0  # type: ignore[operator]
         assert beat["position"] == {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0}
         assert fleet.of("unit")[-1]["state"] == "up"
+        wait_for(lambda: fleet.fleet.health()[0]["heartbeat_age_s"] is not None, 5, "a live heartbeat")
+        health = {u["node"]: u for u in fleet.fleet.health()}["post-9"]  # what the console shows
+        assert health["state"] == "up" and 0 <= health["heartbeat_age_s"] < 3.0
+        assert isinstance(health["low_freq_dbfs"], float) and isinstance(health["disk_free_bytes"], int)
+        assert isinstance(health["pending_events"], int) and isinstance(health["input_overflows"], int)
+        assert health["model"] == beat["model"] and health["position"] == beat["position"]
         unit.send_signal(signal.SIGKILL)  # no goodbye: the broker's last will speaks for it
         killed = time.monotonic()
         wait_for(lambda: fleet.of("unit")[-1]["state"] == "down", 10, "the unit down")
@@ -205,7 +215,7 @@ def test_malformed_oversized_and_unknown_version_messages_are_ignored_with_a_log
 
 
 def heartbeat(node: str, sent: float, interval_s: float = 10.0) -> bytes:
-    from nightear.fleet import utc_iso
+    from nightear.fleet.store import utc_iso
 
     return encode(HeartbeatMessage(SCHEMA_VERSION, node, "border", utc_iso(sent), interval_s, 1.0, "0.1.0",
                                    "m", "ab" * 32, 1.0, 0, 0, 0, 0))
@@ -302,7 +312,8 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
     with_network = tmp_path / "nightear.service"  # the unit as systemd merges it with the drop-in
     with_network.write_text(UNIT.read_text() + (REPO / "deploy" / "network.conf").read_text())
     fleet = FleetThread(broker.unit_config(), tmp_path / "fleet.db")
-    config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config())
+    config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config(),
+                       clips=tmp_path / "clips")
 
     def listen_under(unit: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*sandboxed(unit), sys.executable, "-m", "nightear", "listen", "--config",
@@ -318,5 +329,7 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
         assert opened.returncode == 0 and "mqtt connected" in opened.stderr, opened.stderr
         wait_for(lambda: len([a for a in fleet.of("alert") if a["state"] == "closed"]) == 2, 20,
                  "both events, the one that waited included")
+        # the waiting event's clip followed it, read and FLAC-encoded under the unit's rules
+        wait_for(lambda: [c["node"] for c in fleet.of("clip")][:1] == ["post-h"], 10, "its clip")
     finally:
         fleet.close()

@@ -1,6 +1,6 @@
 """Store-and-forward against a real Mosquitto on loopback (tests/broker.py): a broker killed in
 the middle of a stream, a unit restarted with events pending, a ten-minute network cut with
-time moved instead of waited, and the send rate bound. The fleet end is nightear.fleet.run."""
+time moved instead of waited, and the send rate bound. The fleet end is nightear.fleet.service.run."""
 
 from __future__ import annotations
 

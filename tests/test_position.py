@@ -14,11 +14,13 @@ import pytest
 
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.decision import DecisionConfig, DroneEvent
-from nightear.fleet import Fleet, FleetSettings, FleetStore
+from nightear.fleet.position import Fix, FixRefused, Sighting, from_local, locate, to_local, track
+from nightear.fleet.post import Fleet
+from nightear.fleet.settings import FleetSettings
+from nightear.fleet.store import FleetStore
 from nightear.frontend import FrontendConfig
 from nightear.geometry import PRESETS, SPEED_OF_SOUND, ArraySettings
 from nightear.pipeline import Pipeline
-from nightear.position import Fix, FixRefused, Sighting, from_local, locate, to_local, track
 from nightear.schema import UnitPosition
 from nightear.sinks.mqtt import event_payload
 from nightear.sinks.store import EventStore, StoredBearing, StoredEvent

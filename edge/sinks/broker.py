@@ -6,6 +6,7 @@ Mosquitto, a cluster's nodes, or a load balancer in front of them).
 
 from __future__ import annotations
 
+import random
 import ssl
 import threading
 import time
@@ -20,7 +21,11 @@ import paho.mqtt.client as mqtt
 from nightear.errors import ConfigError
 from nightear.schema import Slug
 
-RECONNECT_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before trying the brokers again
+# Waits before trying the brokers again: 0.5 s doubling to a cap of 3 s, each drawn between
+# half and all of it, so a restarted broker has its units and fleet back within seconds and a
+# thousand units that lost it together do not come back in the same instant.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_CAP_SECONDS = 3.0
 LOOP_SECONDS = 0.05  # how long the network loop waits for the socket: at most this added to an alert
 MAX_IN_FLIGHT = 20  # messages published and not yet acknowledged
 
@@ -85,6 +90,7 @@ class BrokerLink:
         self.connected = False
         self._answered = False
         self.on_connected: Callable[[], None] = lambda: None
+        self.on_lost: Callable[[str], None] = lambda reason: None  # a connection we had is gone
         self._address = 0
         self._failures = 0
         self._retry_at = 0.0
@@ -109,9 +115,11 @@ class BrokerLink:
         if s.username is not None:
             self.client.username_pw_set(s.username, password)
         if s.ca_file is not None:
-            for key, name in (("ca_file", s.ca_file), ("cert_file", s.cert_file), ("key_file", s.key_file)):
+            files = {"ca_file": s.ca_file, "cert_file": s.cert_file, "key_file": s.key_file}
+            for key, name in files.items():
                 if name is not None and not Path(path(name) or "").is_file():
                     raise ConfigError(f"mqtt.{key} {name}: no such file")
+            _check_tls_files(path(s.ca_file) or "", path(s.cert_file), path(s.key_file), files)
             try:
                 self.client.tls_set(ca_certs=path(s.ca_file), certfile=path(s.cert_file),
                                     keyfile=path(s.key_file))
@@ -168,6 +176,13 @@ class BrokerLink:
         except ssl.SSLError as exc:
             self._failed(f"TLS handshake failed ({exc.reason or exc}; check mqtt.ca_file, cert_file, "
                          "and that the port is the broker's TLS listener)")
+        except ConnectionResetError:
+            if self.settings.ca_file is None:
+                self._failed("reset the connection (is the port its MQTT listener?)")
+            else:  # a plain-text listener hangs up on a TLS ClientHello
+                self._failed(f"reset the connection during the TLS handshake: the port looks like a "
+                             f"plain-text listener, while mqtt.ca_file {self.settings.ca_file} turns TLS "
+                             "on (use the broker's TLS port, or drop ca_file)", severity="error")
         except PermissionError:  # socket() refused: a sandbox without IP sockets
             self._failed("cannot be reached: IP sockets are not permitted here (under systemd the "
                          "unit needs its network drop-in: rerun install.sh with mqtt.brokers set)",
@@ -181,7 +196,8 @@ class BrokerLink:
         if message != self._last_reason:
             self.log(f"nightear: {severity}: {message}; {self.patience}")
             self._last_reason = message
-        wait = RECONNECT_SECONDS[min(self._failures, len(RECONNECT_SECONDS) - 1)]
+        ceiling = min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2.0 ** min(self._failures, 16))
+        wait = random.uniform(ceiling / 2.0, ceiling)
         self._failures += 1
         self._address = (self._address + 1) % len(self.settings.addresses())
         self._retry_at = time.monotonic() + wait
@@ -194,6 +210,8 @@ class BrokerLink:
         if was:
             self._failures = 0
         self._failed(reason)
+        if was:
+            self.on_lost(reason)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason: mqtt.ReasonCode, properties: object) -> None:
@@ -213,7 +231,37 @@ class BrokerLink:
                        reason: mqtt.ReasonCode, properties: object) -> None:
         if self.connected:
             self.connected = False
+            self._failures = 0
             self._failed(f"connection lost ({reason})")
+            self.on_lost(f"connection lost ({reason})")
+
+
+def _check_tls_files(ca: str, cert: str | None, key: str | None, names: dict[str, str | None]) -> None:
+    """Load the TLS files one by one, so that a bad one is named (OpenSSL says "PEM lib")."""
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"mqtt.ca_file {names['ca_file']}: not a PEM CA certificate "
+                          f"({getattr(exc, 'reason', None) or exc})") from None
+    if cert is None or key is None:
+        return
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        with open(cert, errors="replace") as handle:
+            cert_text = handle.read(1 << 20)
+        with open(key, errors="replace") as handle:
+            key_text = handle.read(1 << 20)
+        if "BEGIN CERTIFICATE" not in cert_text:
+            raise ConfigError(f"mqtt.cert_file {names['cert_file']}: not a PEM certificate") from None
+        if "PRIVATE KEY" not in key_text:
+            raise ConfigError(f"mqtt.key_file {names['key_file']}: not a PEM private key") from None
+        if "MISMATCH" in str(exc).upper():
+            raise ConfigError(f"mqtt.key_file {names['key_file']}: not the key of mqtt.cert_file "
+                              f"{names['cert_file']}") from None
+        raise ConfigError(f"mqtt.key_file {names['key_file']} or cert_file {names['cert_file']}: "
+                          f"not usable ({getattr(exc, 'reason', None) or exc}; an encrypted key is "
+                          "not supported)") from None
 
 
 def probe_brokers(settings: MqttSettings, node: str, store_path: str | None, base: Path | None = None,

@@ -37,6 +37,7 @@ from nightear.schema import (
     topic,
 )
 from nightear.sinks.broker import LOOP_SECONDS, MAX_IN_FLIGHT, BrokerLink, MqttSettings, utc_now
+from nightear.sinks.clip_sender import ClipSender
 from nightear.sinks.store import COLUMNS, StoredEvent
 
 RESCAN_SECONDS = 10.0  # the store is read for pending events when told, else this often
@@ -68,6 +69,9 @@ class EventForwarder:
         self.settings, self.node, self.log, self.clock = settings, node, log, clock
         self.store_path = Path(store_path)
         self.heartbeat, self.position, self.heading_deg = heartbeat, position, heading_deg
+        self.base = base
+        self.clips: ClipSender | None = None  # made on the thread, with its store connection
+        self._clips_due = True
         self._drain_until = 0.0
         self.link = BrokerLink(settings, f"nightear-{settings.site}-{node}", True, log, base)
         status_topic = topic(settings.site, node, "status")
@@ -104,6 +108,8 @@ class EventForwarder:
     def _run(self) -> None:
         self._db = sqlite3.connect(self.store_path, isolation_level=None, timeout=10.0)
         self._db.executescript(SENT_SCHEMA)
+        self.clips = ClipSender(self._db, self.link.client, self.settings.site, self.node, self.base,
+                                self.log)
         try:
             while not self.stop_event.is_set() or self._draining():
                 try:
@@ -131,6 +137,15 @@ class EventForwarder:
         if self.link.connected:
             self._send_pending()
             self._send_heartbeat()
+            self._send_clip()
+
+    def _send_clip(self) -> None:
+        """A clip part when no event waits: evidence goes after alerts, never before."""
+        if (self.clips is None or self.clips.in_flight is not None or self._in_flight or self._dirty
+                or self.stop_event.is_set()):
+            return
+        if (self._clips_due or self.clock() >= self._next_scan) and not self.pending(1):
+            self._clips_due = self.clips.send()
 
     def _draining(self) -> bool:
         """After close(): go on while events are in flight or pending and time is left (a unit
@@ -141,17 +156,23 @@ class EventForwarder:
 
     def _on_connected(self) -> None:
         self._in_flight.clear()  # unacknowledged sends of the last connection go out again
-        self._dirty = True
+        self._dirty = self._clips_due = True
+        if self.clips is not None:
+            self.clips.connection_lost()
         self.link.client.publish(topic(self.settings.site, self.node, "status"), self._status("online"),
                                  qos=1, retain=True)
         self._next_heartbeat = self.clock()
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object,
                     properties: object) -> None:
+        if self.clips is not None and self.clips.acknowledged(mid):
+            self._clips_due = True
+            return
         sent = self._in_flight.pop(mid, None)
         if sent is None or self._db is None:
             return
         event_id, state = sent
+        self._clips_due = self._clips_due or state == "closed"
         self._dirty = True  # room in flight: the next pending event may go
         self._db.execute(  # closed is final: a late PUBACK of the open never undoes it
             "INSERT INTO mqtt_sent (event_id, state, acked) VALUES (?, ?, ?) ON CONFLICT(event_id) "

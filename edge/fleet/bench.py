@@ -32,7 +32,7 @@ import msgspec
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from nightear.fleet import utc_iso
+from nightear.fleet.store import utc_iso
 from nightear.schema import SCHEMA_VERSION, EventMessage, HeartbeatMessage, encode, topic
 from nightear.sinks.broker import MqttSettings
 from nightear.sinks.mqtt import EventForwarder
