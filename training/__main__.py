@@ -1,8 +1,8 @@
-"""`python -m nightear_training build-default | requantize | same-site | compare | fit | site |
-evaluate | array-eval | split | fetch-data`: rebuild the shipped model (or only its INT8 file, or
-add its same-site figures), compare recipes over seeds, check a model file's fit or one site,
-measure a model file (alone, or behind each microphone array), show the grouped split, or
-download the public recordings."""
+"""`python -m nightear_training build-default | requantize | same-site | add-seeds | compare |
+fit | site | evaluate | array-eval | split | fetch-data`: rebuild the shipped model (or only its
+INT8 file, or add its same-site figures or its spread over seeds), compare recipes over seeds,
+check a model file's fit or one site, measure a model file (alone, or behind each microphone
+array), show the grouped split, or download the public recordings."""
 
 from __future__ import annotations
 
@@ -34,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--heldout-from", type=Path, metavar="PKL",
                    help="a `compare` run's <recipe>-seed<n>.pkl of this recipe and seed: its held-out "
                         "scores instead of training those models again")
-    b.add_argument("--seeds-summary", type=Path, metavar="JSON",
-                   help="a `compare` run's compare.json: the recipe's spread over seeds, for the card")
     b.add_argument("--heldout-scores", type=Path, help="also pickle the raw held-out scores here")
     b.add_argument("--max-clips-per-split", type=int, help="tiny build: clips per source, split, label")
     q = sub.add_parser("requantize", help="quantize --out's FP32 model again and remeasure its INT8 file")
@@ -56,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--data", type=Path)
     a.add_argument("--out", type=Path, help="where the report goes (default: beside the model)")
     a.add_argument("--max-passes", type=int, default=40, help="drone passes per SNR")
+    d = sub.add_parser("add-seeds", help="add the recipe's spread over seeds (compare's per-seed "
+                       "summaries) to --out's metrics and card")
+    d.add_argument("runs", nargs="+", type=Path, metavar="SEED_JSON", help="<recipe>-seed<n>.json files")
+    d.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
     c = sub.add_parser("compare", help="recipes by leave one outdoor site out over seeds: each "
                        "figure's mean and range, in --out/compare.json")
     c.add_argument("recipes", nargs="+", choices=sorted(RECIPES), metavar="RECIPE",
@@ -95,6 +97,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "fetch-data":
         fetch_data(args.dir, args.sources, args.base_url or RAW_URL)
         print(f"NIGHTEAR_DATA={args.dir} now holds the public recordings")
+        return 0
+    if args.command == "add-seeds":
+        from nightear_training.build import BuildConfig, add_seeds
+
+        add_seeds(BuildConfig(out_dir=args.out), args.runs)
         return 0
     if args.command == "compare":
         from nightear_training.compare import compare
@@ -143,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe_name=args.recipe, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
                       heldout_scores=args.heldout_scores, heldout_from=args.heldout_from,
-                      seeds_summary=args.seeds_summary, extra_clips=extra))
+                      extra_clips=extra))
     return 0
 
 

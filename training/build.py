@@ -68,7 +68,6 @@ class BuildConfig:
     # a `compare` run's leave-one-site-out scores of this recipe and seed (its `<recipe>-seed<n>.pkl`,
     # with its .json beside it), used instead of training those models again
     heldout_from: Path | None = None
-    seeds_summary: Path | None = None  # a `compare` run's compare.json: the recipe's spread over seeds
     extra_clips: tuple[Clip, ...] = ()  # new field recordings (see data.load_folder)
 
 
@@ -156,8 +155,6 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
                                   log=log))
     metrics["fit"] = fit(OnnxClassifier(int8_path).score, usable, audio, recipe, mel_basis, threshold)
     log(f"fit: its own outdoor drone recordings heard {metrics['fit']['outdoor']}")
-    if config.seeds_summary is not None:
-        metrics["seeds"] = json.loads(config.seeds_summary.read_text()).get(config.recipe_name)
     if same is not None:
         metrics["same_site"] = same
     if heldout is not None:
@@ -243,6 +240,25 @@ def _heldout(config: BuildConfig, clips: list[Clip], audio: dict, mel_basis,
     epochs = tuple(e for e in config.heldout_epochs if e <= recipe.train.epochs) or (recipe.train.epochs,)
     return leave_one_drone_out(recipe, clips, audio, mel_basis, epochs, config.target_false_alarms_per_hour,
                                folds=SITE_FOLDS, log=log, items_seed=0)
+
+
+def add_seeds(config: BuildConfig, runs: list[Path], log: Callable[[str], None] = print) -> dict[str, object]:
+    """Add the recipe's spread over seeds (`compare`'s per-seed summaries, `<recipe>-seed<n>.json`,
+    of the built model's recipe) to its metrics and card; nothing else changes."""
+    from nightear_training.compare import spread
+
+    base = config.out_dir / config.name
+    metrics = json.loads(Path(f"{base}.metrics.json").read_text())
+    summaries = [json.loads(p.read_text()) for p in runs]
+    built = metrics["training"].get("recipe_name")
+    wrong = [str(p) for p, s in zip(runs, summaries, strict=True) if s["recipe"] != built]
+    if wrong or len({s["seed"] for s in summaries}) != len(summaries):
+        raise ValueError(f"need one summary per seed of recipe {built}; not: "
+                         f"{', '.join(wrong) or 'a seed twice'}")
+    metrics["seeds"] = spread(summaries)
+    _write(config, metrics)
+    log(f"added the spread over seeds {metrics['seeds']['seeds']} to {base}.metrics.json and its card")
+    return metrics
 
 
 def _calibration_windows(recipe: Recipe, train_clips: list[Clip], audio: dict, mel_basis) -> np.ndarray:
