@@ -125,3 +125,26 @@ def test_fit_check_counts_each_outdoor_recording_as_nightear_detect_does(data_ro
     missed = {Path(name).name for name in svanstrom["missed"]}
     assert detected.isdisjoint(missed)
     assert len(detected) == svanstrom["heard"]
+
+
+def test_spread_over_seeds_gives_each_figure_and_count_its_mean_and_range():
+    from nightear_training.compare import spread
+
+    runs = [{"recipe": "plain", "seed": s, "at_1_per_hour": {"threshold": t, "helicopters": h,
+                                                             "share_by_level": {"0": share}}}
+            for s, t, h, share in ((1, 0.9, "2/40", 0.5), (0, 0.96, "0/40", 0.7))]
+    out = spread(runs)
+    assert out["seeds"] == [0, 1]
+    assert out["at_1_per_hour.threshold"] == {"mean": 0.93, "min": 0.9, "max": 0.96}
+    assert out["at_1_per_hour.helicopters"] == {"mean": 1.0, "min": 0, "max": 2}  # heard of 40
+    assert out["at_1_per_hour.share_by_level.0"]["mean"] == 0.6
+
+
+def test_add_seeds_refuses_summaries_of_another_recipe(tmp_path):
+    from nightear_training.build import BuildConfig, add_seeds
+
+    (tmp_path / "nightear-drone.metrics.json").write_text(json.dumps({"training": {"recipe_name": "plain"}}))
+    other = tmp_path / "field-seed0.json"
+    other.write_text(json.dumps({"recipe": "field", "seed": 0}))
+    with pytest.raises(ValueError, match="field-seed0.json"):
+        add_seeds(BuildConfig(out_dir=tmp_path), [other])
