@@ -14,7 +14,7 @@ from typing import TextIO
 
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, DroneEvent
-from nightear.errors import NightearError
+from nightear.errors import AudioError, NightearError
 from nightear.geometry import ArraySettings
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sources import WavSource
@@ -28,9 +28,14 @@ def detect_files(paths: Sequence[str], classifier: OnnxClassifier, decision: Dec
     """Print the events of each file in turn; `report` each bad file; False if there was one."""
     sources: list[WavSource | None] = []
     ok = True
+    window_s = classifier.info.window_seconds
     for path in paths:
         try:
-            sources.append(WavSource(path, classifier.info.frontend.sample_rate))
+            source = WavSource(path, classifier.info.frontend.sample_rate)
+            if source.duration_s < window_s:
+                raise AudioError(f"{path}: too short to score: {source.duration_s:.3f} s of audio, "
+                                 f"one window of the model is {window_s:.3f} s")
+            sources.append(source)
         except NightearError as exc:
             report(str(exc))
             sources.append(None)
@@ -39,6 +44,9 @@ def detect_files(paths: Sequence[str], classifier: OnnxClassifier, decision: Dec
     for source in sources:
         if source is None:
             continue
+        if source.note is not None:
+            progress.clear()
+            print(f"nightear: note: {source.note}", file=sys.stderr, flush=True)
         if source.channels > 2 and not array.enabled:
             progress.clear()
             print(f"nightear: note: {source.path}: {source.channels} channels averaged to mono; "
