@@ -11,29 +11,32 @@ import argparse
 import json
 import math
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO, cast
 
 import msgspec
 
-from nightear import __version__
+from nightear import __version__, store_commands
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
-from nightear.detect import detect_files, emit
+from nightear.detect import detect_files
 from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.geometry import PRESETS
-from nightear.sinks.store import VERDICTS, EventStore, StoredEvent
+from nightear.output import GuardedStream
+from nightear.sinks.store import VERDICTS
 
 EXIT_USER_ERROR = 2
 TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
 
 
 def _threshold(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number in (0, 1), got {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {text}")
     return value
@@ -50,7 +53,12 @@ def _duration(text: str) -> float:
 
 
 def _bench_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds of audio, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
     if value < 10.0:
         raise argparse.ArgumentTypeError(f"needs at least 10 s of audio to time bearings, got {text}")
     return value
@@ -137,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not isinstance(sys.stdout, GuardedStream):  # a full disk under stdout: one line, not a traceback
+        sys.stdout = cast(TextIO, GuardedStream(sys.stdout))
     try:
         if args.command == "detect":
             return _detect(args)
@@ -145,11 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "devices":
             return _devices()
         if args.command == "events":
-            return _events(args)
+            return store_commands.events(args)
         if args.command == "label":
-            return _label(args)
+            return store_commands.label(args)
         if args.command == "export-labelled":
-            return _export_labelled(args)
+            return store_commands.export_labelled(args)
         if args.command == "check":
             return _check(args)
         if args.command == "bench":
@@ -233,86 +243,10 @@ def _since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _store_path(args: argparse.Namespace) -> str:
-    path = args.db or load_settings(args.config).store.path
-    if not path:
-        raise ConfigError("no event store: give --db FILE or a config with store.path")
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: no such event store")
-    return str(path)
-
-
-def _events(args: argparse.Namespace) -> int:
-    path = _store_path(args)
-    store = EventStore(path, read_only=True)
-    try:
-        verdicts = store.verdicts()
-        for event in store.since(args.since):
-            if args.unjudged and (event.id in verdicts or event.state == "open"):
-                continue
-            _print_stored(store, event, verdicts.get(event.id, (None, None))[0], args.json)
-    except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
-        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
-    finally:
-        store.close()
-    return 0
-
-
-def _print_stored(store: EventStore, event: StoredEvent, verdict: str | None, as_json: bool) -> None:
-    if as_json:
-        track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
-        emit({**asdict(event), "verdict": verdict, **({"track": track} if track else {})})
-        return
-    bearing = "" if event.bearing_deg is None else \
-        f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
-    state = "interrupted" if event.interrupted else event.state
-    judged = f"  verdict {verdict}" if verdict else ""
-    print(f"{event.start}  {event.end}  {state:6s}  peak {event.peak_confidence:.2f}  "
-          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}{judged}")
-
-
 def _event_id(text: str) -> str:
     if len(text) < 8:
         raise argparse.ArgumentTypeError(f"give at least the first 8 characters of its id, got {text!r}")
     return text
-
-
-def _label(args: argparse.Namespace) -> int:
-    path = _store_path(args)
-    EventStore(path, read_only=True).close()  # a file that is no event store stays untouched
-    store = EventStore(path)
-    try:
-        event = store.find(args.event)
-        store.set_verdict(event.id, args.verdict, datetime.now(UTC).isoformat(timespec="seconds"))
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path}: cannot write the verdict ({exc})") from None
-    finally:
-        store.close()
-    print(f"{event.start}  {event.node}  {event.id}  verdict {args.verdict}")
-    return 0
-
-
-def _export_labelled(args: argparse.Namespace) -> int:
-    from nightear.labels import export_labelled
-
-    path = _store_path(args)
-    store = EventStore(path, read_only=True)
-    try:
-        done = export_labelled(store, args.out, args.since)
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
-    finally:
-        store.close()
-    for line in done.skipped:
-        print(f"nightear: skipped {line}", file=sys.stderr)
-    if not done.written:
-        print(f"nightear: nothing exported: no judged event in {path} has its clip "
-              "(`nightear label EVENT drone|not-drone` judges one)", file=sys.stderr)
-        return 0
-    counts = ", ".join(f"{n} {label}" for label, n in sorted(done.written.items()))
-    print(f"nightear: exported {sum(done.written.values())} clips ({counts}) to {args.out / 'labels.csv'}",
-          file=sys.stderr)
-    return 0
 
 
 def _fleet(args: argparse.Namespace) -> int:
