@@ -41,7 +41,7 @@ from nightear.sinks.clips import AudioHistory, ClipWriter, clip_name
 from nightear.sinks.heartbeat import LowFrequencyMeter, heartbeat_message
 from nightear.sinks.metrics import Counters, prometheus_text, sd_notify, write_atomically
 from nightear.sinks.mqtt import EventForwarder
-from nightear.sinks.store import EventStore, StoredBearing, StoredEvent, StoreLock
+from nightear.sinks.store import EventStore, StoredBearing, StoredEvent, StoreLock, refuse_foreign
 from nightear.sources import CaptureTimeline, MicSource, rescan_devices
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before reopening a failed device
@@ -93,6 +93,7 @@ class Listener:
 
     def _open_store(self, path: str) -> EventStore:
         """Lock the store, open it, and close what an earlier run (killed, power cut) left open."""
+        refuse_foreign(path)  # before the lock: another program's file gains nothing beside it
         self.lock = StoreLock(path)
         store = EventStore(path)
         try:

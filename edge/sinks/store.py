@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nightear.errors import ConfigError
+from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 SCHEMA = """
@@ -63,6 +64,11 @@ COLUMNS = ("id, node, state, start, end, peak_confidence, mean_confidence, windo
            "model_sha256, clip, bearing_deg, bearing_spread_deg, elevation_deg, bearing_mirror_deg, "
            "interrupted")
 NAMES = tuple(name.strip() for name in COLUMNS.split(","))
+# nightear marks its stores at creation (SQLite's header fields for this), so it can tell its own
+# from another program's file and refuse that without writing a byte
+APPLICATION_ID = 0x6E656172  # "near"
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0: a store written before the mark
+FIRST_COLUMNS = frozenset(NAMES[:11])  # id ... clip: every store nightear ever wrote has them
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,51 @@ class StoreLock:
         os.close(self._fd)
 
 
+def recognise(db: sqlite3.Connection, path: Path, accept_empty: bool) -> str:
+    """"nightear" for a store nightear marked, "earlier" for one an earlier nightear wrote
+    (unmarked, its own tables and columns), "empty" for a new file (only with `accept_empty`);
+    ConfigError saying what the file is otherwise. Reads only: nothing is written to decide."""
+    try:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    except sqlite3.DatabaseError as exc:
+        what = "not an SQLite database" if "not a database" in str(exc) else f"unreadable ({exc})"
+        raise ConfigError(f"{path}: not a nightear event store: {what}") from None
+    if application_id == APPLICATION_ID:
+        return "nightear"
+    if application_id == 0 and FIRST_COLUMNS <= columns <= set(NAMES):
+        return "earlier"
+    if application_id == 0 and not tables:
+        if accept_empty:
+            return "empty"
+        size = path.stat().st_size if path.exists() else 0
+        raise ConfigError(f"{path}: not a nightear event store: "
+                          f"{'an empty file' if size == 0 else 'an SQLite database without tables'}")
+    owner = f"application_id {application_id:#x}" if application_id else "no application_id"
+    listed = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+    raise ConfigError(f"{path}: not a nightear event store: another program's SQLite database "
+                      f"({owner}; tables {listed}); left unchanged")
+
+
+def refuse_foreign(path: str | Path) -> None:
+    """ConfigError, before anything is created beside it (a lock, a WAL), when `path` exists and
+    is not a store nightear may write: another program's file stays exactly as it was."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not an event store")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return  # unreadable here: the writable open says why
+    try:
+        recognise(db, path, accept_empty=True)
+    finally:
+        db.close()
+
+
 class EventStore:
     """Durable events: `save` inserts or updates one event in its own transaction.
 
@@ -144,6 +195,9 @@ class EventStore:
             # created 0640 before SQLite opens it: its -wal and -shm files copy this mode
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            if recognise(self._db, self.path, accept_empty=True) != "nightear":  # new, or unmarked
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
@@ -153,8 +207,12 @@ class EventStore:
                     self._db.execute(f"ALTER TABLE events ADD COLUMN {column}")
             self._columns = set(NAMES)
             self._has_verdicts = True
+        except ConfigError:
+            self._db.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"{self.path}: cannot open the event store ({exc})") from None
+            why = no_space(self.path, exc) or str(exc)
+            raise ConfigError(f"{self.path}: cannot open the event store ({why})") from None
 
     def _open_read_only(self) -> sqlite3.Connection:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
@@ -172,10 +230,15 @@ class EventStore:
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
         except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise ConfigError(f"{self.path}: not a nightear event store: not an SQLite database"
+                                  ) from None
             raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
-        if "events" not in tables:
+        try:
+            recognise(db, self.path, accept_empty=False)
+        except ConfigError:
             db.close()
-            raise ConfigError(f"{self.path}: not a nightear event store (no events table)")
+            raise
         self._columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
         self._has_verdicts = "verdicts" in tables  # a store from before verdicts has none
         return db
