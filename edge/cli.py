@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_bench.add_argument("--username", help="broker user (the broker's password file)")
     fleet_bench.add_argument("--password", help="that user's password")
 
+    fetch = sub.add_parser("fetch-data", help="download the public training recordings into DIR, laid out "
+                           "as ../shared/data (resumable; each file checked against its sha256)")
+    fetch.add_argument("dir", type=Path, metavar="DIR")
+    fetch.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                       help="only this source (repeatable): drone-audio-dataset, svanstrom-outdoor, "
+                            "purdue-outdoor")
+    fetch.add_argument("--base-url", help="a mirror laid out as raw.githubusercontent.com")
+
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
     info.add_argument("--config", help="YAML config file")
@@ -166,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "fleet":
             return _fleet(args)
+        if args.command == "fetch-data":
+            return _fetch_data(args)
         if args.command == "fleet-bench":
             from nightear.fleet_bench import main as fleet_bench
 
@@ -274,6 +284,21 @@ def _fleet(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     fleet.run(settings.mqtt, fleet_settings, sys.stdout,
               lambda line: print(line, file=sys.stderr, flush=True), stop, base)
+    return 0
+
+
+def _fetch_data(args: argparse.Namespace) -> int:
+    """The training package's fetch, which needs only the edge install (no `train` extra)."""
+    try:
+        from nightear_training.fetch import RAW_URL, FetchError, fetch_data
+    except ImportError as exc:
+        raise ConfigError(f"fetch-data needs nightear's training package ({exc}): install nightear "
+                          "from its repository (pip install .)") from None
+    try:
+        fetch_data(args.dir, args.sources, args.base_url or RAW_URL)
+    except FetchError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"NIGHTEAR_DATA={args.dir} now holds the public recordings")
     return 0
 
 

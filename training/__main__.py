@@ -14,7 +14,8 @@ from pathlib import Path
 from nightear.errors import NightearError
 from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
 from nightear_training.fetch import RAW_URL, FetchError, fetch_data
-from nightear_training.recipe import Recipe
+
+TRAIN_EXTRA = "pip install 'nightear[train]' (or -e '.[train]' in a clone)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("models"), help="where model, card, report go")
     b.add_argument("--data", type=Path, help="data root (default: $NIGHTEAR_DATA or ../shared/data)")
     b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
-    b.add_argument("--epochs", type=int, default=Recipe().train.epochs)
+    b.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the leave-one-drone-out models (quick: threshold from validation clips)")
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, NightearError, FetchError) as exc:
         print(f"nightear_training: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # the edge install: fetch-data and split run, training does not
+        print(f"nightear_training: error: {args.command} needs the 'train' extra ({exc}): {TRAIN_EXTRA}",
+              file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,9 +101,11 @@ def _run(args: argparse.Namespace) -> int:
         evaluate_file(args.model, args.data, extra, args.out, args.max_clips_per_split)
         return 0
     from nightear_training.build import BuildConfig, build
+    from nightear_training.recipe import Recipe
 
     recipe = Recipe()
-    recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs, seed=args.seed))
+    epochs = recipe.train.epochs if args.epochs is None else args.epochs
+    recipe = replace(recipe, train=replace(recipe.train, epochs=epochs, seed=args.seed))
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
                       heldout_scores=args.heldout_scores,
