@@ -26,7 +26,7 @@ from nightear.detect import detect_files
 from nightear.errors import AudioError, ConfigError, NightearError
 from nightear.geometry import PRESETS
 from nightear.output import GuardedStream
-from nightear.sinks.store import VERDICTS
+from nightear.sinks.store import VERDICTS, refuse_foreign
 
 EXIT_USER_ERROR = 2
 TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
@@ -232,6 +232,14 @@ def _listen(args: argparse.Namespace) -> int:
     from nightear.daemon import Listener
 
     settings, classifier = _load(args)
+    # what needs no file of its own first: a foreign store or (at a terminal) no microphone is
+    # said before a store, lock or clips folder exists; under systemd the daemon waits for one
+    if settings.store.path and not args.scores:
+        refuse_foreign(settings.store.path)
+    if not os.environ.get("NOTIFY_SOCKET"):
+        from nightear.preflight import probe_device
+
+        probe_device(settings)
     listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
                         config_folder=Path(args.config).parent if args.config else None,
                         reload=lambda: _load(args))

@@ -126,8 +126,11 @@ class StoreLock:
             os.close(self._fd)
             raise ConfigError(f"{store_path}: another nightear listen (pid {holder}) is using this "
                               "event store; stop it first or give this one its own store.path") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the holder's pid, for the next one's message; a full disk only loses that
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
         os.close(self._fd)

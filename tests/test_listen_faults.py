@@ -1,0 +1,103 @@
+"""`nightear listen` when its surroundings fail: no microphone at a terminal (said as check says
+it, nothing created first), systemd's notify socket gone (listening goes on), and the store's
+disk full at start (the events still go out, are kept, and reach the store once it opens)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, listen
+
+EXAMPLE = REPO / "examples" / "drone-pass.flac"
+
+
+def test_listen_without_a_microphone_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    cards = Path("/proc/asound/cards")
+    if cards.is_file() and "no soundcards" not in cards.read_text():
+        pytest.skip("this machine has a sound card: PortAudio would find a capture device")
+    unit = tmp_path / "unit"
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"store:\n  path: {unit}/events.db\nclips:\n  folder: {unit}/clips\n"
+                      f"metrics:\n  path: {unit}/metrics/nightear.prom\n")
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # at a terminal
+    result = subprocess.run([sys.executable, "-m", "nightear", "listen", "--config", str(config)],
+                            capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env={**env, "HOME": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "nightear: error: no capture device found: check that the microphone is plugged in and listed "
+        "by `arecord -l`, and that this user is in the `audio` group"]
+    assert not unit.exists()  # no store, lock, clips or metrics folder
+
+
+def test_a_notify_socket_that_is_not_there_does_not_stop_the_daemon(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {**fake_mic(EXAMPLE), "NOTIFY_SOCKET": str(tmp_path / "gone" / "notify")}
+    result = subprocess.run([sys.executable, "-m", "nightear", "listen", "--duration", "16"],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["open", "close"]
+    warned = [line for line in result.stderr.splitlines() if "NOTIFY_SOCKET" in line]
+    assert len(warned) == 1 and "listening on without the watchdog" in warned[0]
+
+
+def in_a_full_file_system(script: str, mount: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `script` (sh) with a 256-KiB tmpfs at `mount`, filled to the last byte, in a mount
+    namespace of its own: a real full disk, without touching the machine's."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    mount.mkdir()
+    fill = f"mount -t tmpfs -o size=256k tmpfs {mount} && (dd if=/dev/zero of={mount}/fill bs=4k 2>/dev/null; true)"
+    result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                             f"{fill} && {script}"], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=180)
+    if "mount" in result.stderr and ("Operation not permitted" in result.stderr
+                                     or "Permission denied" in result.stderr):
+        pytest.skip(f"this kernel does not let a user mount a tmpfs in a namespace: {result.stderr[:200]}")
+    return result
+
+
+def test_listen_with_the_store_on_a_full_disk_keeps_listening(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = fake_mic(EXAMPLE)
+    full = tmp_path / "full"
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"store:\n  path: {full}/events.db\nclips:\n  folder: {tmp_path}/clips\n")
+    result = in_a_full_file_system(
+        f"{sys.executable} -m nightear listen --config {config} --duration 16", full, env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["open", "close"]  # the drone, heard and said
+    assert f"{full}/events.db: event store not opened (no space left on {full}" in result.stderr
+    assert "System error" not in result.stderr
+
+
+def test_events_kept_while_the_disk_was_full_reach_the_store_once_it_opens(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from nightear.sinks.store import EventStore
+from nightear.sinks.store_opener import StoreOpener
+from tests.test_store_identity import event
+said = []
+opener = StoreOpener({str(full / 'events.db')!r}, said.append)
+assert opener.open() is None and 'no space left on' in said[0], said
+kept = event()
+opener.keep(kept, [])
+assert opener.retry() is None  # not yet due
+Path({str(full / 'fill')!r}).unlink()  # the operator frees the disk
+opener._next_try = 0.0  # the retry falls due
+store = opener.retry()
+assert store is not None and [e.id for e in store.since()] == [kept.id], said
+print('written', said[-1])
+"""
+    result = in_a_full_file_system(f"{sys.executable} -c \"$SCRIPT\"", full, {**os.environ, "SCRIPT": script})
+    assert result.returncode == 0, result.stderr
+    assert "1 events kept meanwhile written" in result.stdout
