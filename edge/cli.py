@@ -23,7 +23,7 @@ from nightear import __version__, store_commands
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
 from nightear.detect import detect_files
-from nightear.errors import AudioError, ConfigError, NightearError
+from nightear.errors import AudioError, ConfigError, NightearError, os_reason
 from nightear.geometry import PRESETS
 from nightear.output import GuardedStream
 from nightear.sinks.store import VERDICTS, refuse_foreign
@@ -190,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path the file system refuses (a name too long, a permission)
+        _error(os_reason(exc))
+        return EXIT_USER_ERROR
 
 
 def _error(message: str) -> None:

@@ -16,3 +16,9 @@ class AudioError(NightearError):
 
 class ModelError(NightearError):
     """A model file is missing, unreadable or does not match the front-end."""
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a technician's words: "<file>: file name too long" (no errno, no repr)."""
+    why = (exc.strerror or str(exc)).lower()
+    return f"{exc.filename}: {why}" if exc.filename else why

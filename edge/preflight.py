@@ -22,7 +22,7 @@ import numpy as np
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import mismatch
-from nightear.errors import AudioError, ConfigError, ModelError, NightearError
+from nightear.errors import AudioError, ConfigError, ModelError, NightearError, os_reason
 from nightear.frontend import log_mel
 from nightear.geometry import ArrayGeometry
 from nightear.pipeline import Pipeline
@@ -45,6 +45,10 @@ def check(settings: Settings, load: Callable[[], OnnxClassifier], say: Callable[
             return True
         except NightearError as exc:
             error(str(exc))
+            failed = True
+            return False
+        except OSError as exc:  # a path the file system refuses (a name too long): this part fails
+            error(f"{name}: {os_reason(exc)}")
             failed = True
             return False
 

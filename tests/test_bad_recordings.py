@@ -114,3 +114,23 @@ def test_libsndfiles_bytes_name_never_leaks_into_a_message(tmp_path: Path) -> No
     result = run_cli("detect", str(junk))
     assert_user_error(result, f"{junk}: not a readable audio file")
     assert "b'" not in result.stderr and "Error opening" not in result.stderr
+
+
+def test_every_command_names_a_path_too_long_for_the_file_system(tmp_path: Path) -> None:
+    long_name = str(tmp_path / ("n" * 300))
+    deep = str(tmp_path / "/".join(["d" * 200] * 25))
+    for path in (long_name, deep):
+        for args in (["events", "--db", f"{path}.db"], ["label", "12345678", "drone", "--db", f"{path}.db"],
+                     ["info", "--model", f"{path}.onnx"], ["detect", "--config", f"{path}.yaml", DRONE],
+                     ["fetch-data", path]):
+            result = run_cli(*args)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
+            assert "file name too long" in result.stderr.lower(), (args, result.stderr)
+        config = tmp_path / "unit.yaml"
+        for section in (f"store:\n  path: {path}.db", f"clips:\n  folder: {path}",
+                        f"metrics:\n  path: {path}.prom"):
+            config.write_text(section + "\n")
+            result = run_cli("check", "--config", str(config))
+            assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+            assert any(line.startswith("nightear: error: ") and "file name too long" in line
+                       for line in result.stderr.splitlines()), result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, listen
+from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "drone-pass.flac"
 
@@ -53,7 +53,8 @@ def in_a_full_file_system(script: str, mount: Path, env: dict[str, str]) -> subp
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed")
     mount.mkdir()
-    fill = f"mount -t tmpfs -o size=256k tmpfs {mount} && (dd if=/dev/zero of={mount}/fill bs=4k 2>/dev/null; true)"
+    fill = (f"mount -t tmpfs -o size=256k tmpfs {mount} && "
+            f"(dd if=/dev/zero of={mount}/fill bs=4k 2>/dev/null; true)")
     result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                              f"{fill} && {script}"], capture_output=True, text=True, env=env, cwd=REPO,
                             timeout=180)
