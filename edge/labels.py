@@ -22,6 +22,7 @@ from pathlib import Path
 
 from nightear.config import NODE_PATTERN
 from nightear.errors import ConfigError
+from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 from nightear.sinks.clips import clip_name
 from nightear.sinks.metrics import write_atomically
@@ -128,7 +129,8 @@ def export_labelled(store: EventStore, out: Path, clips_folder: Path | None,
             try:
                 _copy(clip, out / relpath)
             except OSError as exc:
-                raise ConfigError(f"{out / relpath}: cannot copy the clip ({exc.strerror or exc})") from None
+                why = no_space(out, exc) or exc.strerror or exc
+                raise ConfigError(f"{out / relpath}: cannot copy the clip ({why})") from None
         label = LABEL_OF_VERDICT[verdict]
         rows[relpath] = {**rows.get(relpath, {}), "path": relpath, "label": label,
                          "group": f"{event.node}/{night_of(event)}", "event": event.id, "verdict_at": at}
@@ -141,5 +143,6 @@ def export_labelled(store: EventStore, out: Path, clips_folder: Path | None,
         try:
             write_atomically(labels_csv, text.getvalue())
         except OSError as exc:
-            raise ConfigError(f"{labels_csv}: cannot write it ({exc.strerror or exc})") from None
+            why = no_space(out, exc) or exc.strerror or exc
+            raise ConfigError(f"{labels_csv}: cannot write it ({why})") from None
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 from nightear.config import load_settings
 from nightear.detect import emit
 from nightear.errors import ConfigError
+from nightear.output import no_space
 from nightear.sinks.store import EventStore, StoredEvent
 
 
@@ -67,7 +68,7 @@ def label(args: argparse.Namespace) -> int:
         event = store.find(args.event)
         store.set_verdict(event.id, args.verdict, datetime.now(UTC).isoformat(timespec="seconds"))
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path}: cannot write the verdict ({exc})") from None
+        raise ConfigError(f"{path}: cannot write the verdict ({no_space(path, exc) or exc})") from None
     finally:
         store.close()
     print(f"{event.start}  {event.node}  {event.id}  verdict {args.verdict}")

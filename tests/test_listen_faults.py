@@ -102,3 +102,28 @@ print('written', said[-1])
     result = in_a_full_file_system(f"{sys.executable} -c \"$SCRIPT\"", full, {**os.environ, "SCRIPT": script})
     assert result.returncode == 0, result.stderr
     assert "1 events kept meanwhile written" in result.stdout
+
+
+def test_export_and_label_on_a_full_disk_name_it(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from nightear.sinks.clips import clip_name
+    from nightear.sinks.store import EventStore
+    from tests.test_store_identity import START, event
+
+    clips, full = tmp_path / "clips", tmp_path / "full"
+    clips.mkdir()
+    judged = event()
+    clip = clips / f"{clip_name(START, judged.id)}.wav"
+    sf.write(clip, np.zeros(64000, dtype=np.float32), 16000)  # 256 KB: more than the disk holds
+    store = EventStore(tmp_path / "events.db")
+    store.save(event(str(clip), judged.id))
+    store.set_verdict(judged.id, "drone", START)
+    store.close()
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"store:\n  path: {tmp_path / 'events.db'}\nclips:\n  folder: {clips}\n")
+    result = in_a_full_file_system(f"{sys.executable} -m nightear export-labelled {full}/out --config "
+                                   f"{config}", full, dict(os.environ))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot copy the clip (no space left on {full}" in result.stderr
