@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nightear.decision import DecisionConfig
-from nightear.errors import ModelError
+from nightear.errors import ModelError, not_regular
 from nightear.frontend import FEATURE_VERSION, FrontendConfig, MelBasis
 
 DEFAULT_MODEL_NAME = "nightear-drone.onnx"
@@ -136,6 +136,8 @@ class OnnxClassifier:
 
     def __init__(self, path: str | Path, frontend: FrontendConfig | None = None, threads: int = 1):
         self.path = Path(path)
+        if fault := not_regular(self.path):
+            raise ModelError(f"{self.path}: {fault}: give an ONNX model file")
         try:
             model_bytes = self.path.read_bytes()
         except OSError as exc:

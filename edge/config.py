@@ -14,7 +14,7 @@ import msgspec
 import yaml
 
 from nightear.decision import DecisionConfig
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
 from nightear.fleet import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.geometry import ArrayGeometry, ArraySettings
@@ -125,6 +125,8 @@ def load_settings(path: str | Path | None) -> Settings:
     if path is None:
         return Settings()
     path = Path(path)
+    if fault := not_regular(path):
+        raise ConfigError(f"{path}: {fault}: give a YAML config file")
     try:
         text = path.read_bytes()
     except OSError as exc:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from nightear.config import NODE_PATTERN
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
 from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 from nightear.sinks.clips import clip_name
@@ -50,6 +50,8 @@ def night_of(event: StoredEvent) -> str:
 def _read_rows(labels_csv: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
     if not labels_csv.exists():
         return list(FIELDS), {}
+    if fault := not_regular(labels_csv):
+        raise ConfigError(f"{labels_csv}: {fault}, not a labels file to merge into")
     try:
         with labels_csv.open(newline="") as handle:
             reader = csv.DictReader(handle)

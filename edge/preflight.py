@@ -131,13 +131,14 @@ def probe_model(classifier: OnnxClassifier) -> float:
 
 def probe_store(path: str) -> str:
     """Open the store as `listen` does and take its write lock, then let it go."""
-    from nightear.sinks.store import EventStore
+    from nightear.sinks.store import EventStore, refuse_foreign
 
     store_path = Path(path)
     if store_path.is_dir():
         raise ConfigError(f"store.path {store_path}: is a folder, not a database file")
     existed = store_path.exists()
     try:
+        refuse_foreign(store_path)  # reads only: a foreign file or a FIFO is named, never changed
         EventStore(store_path).close()
     except ConfigError as exc:
         raise ConfigError(f"store.path {exc}") from None

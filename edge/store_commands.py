@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nightear.config import load_settings
 from nightear.detect import emit
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
 from nightear.output import no_space
 from nightear.sinks.store import EventStore, StoredEvent
 
@@ -26,6 +26,8 @@ def store_path(args: argparse.Namespace) -> str:
         raise ConfigError("no event store: give --db FILE or a config with store.path")
     if Path(path).is_dir():
         raise ConfigError(f"{path}: is a folder, not an event store (give the store's file)")
+    if fault := not_regular(path):
+        raise ConfigError(f"{path}: {fault}, not an event store")
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such event store")
     return str(path)

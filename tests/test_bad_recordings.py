@@ -134,3 +134,20 @@ def test_every_command_names_a_path_too_long_for_the_file_system(tmp_path: Path)
             assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
             assert any(line.startswith("nightear: error: ") and "file name too long" in line
                        for line in result.stderr.splitlines()), result.stderr
+
+
+def test_a_fifo_or_device_as_model_config_or_store_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO blocks a reader until someone writes; /dev/zero never ends: neither is read."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"store:\n  path: {fifo}\n")
+    for special in (str(fifo), "/dev/zero"):
+        for args in (["info", "--model", special], ["detect", "--config", special, DRONE],
+                     ["events", "--db", special], ["label", "12345678", "drone", "--db", special]):
+            result = run_cli(*args)  # run_cli's timeout fails the test if one hangs
+            assert_user_error(result, f"{special}: is not a regular file (a FIFO, device or socket)")
+    for args in (["check", "--config", str(config)], ["listen", "--config", str(config)]):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"{fifo}: is not a regular file" in result.stderr, (args, result.stderr)

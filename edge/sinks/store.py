@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
 from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
@@ -169,6 +169,8 @@ def refuse_foreign(path: str | Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, not an event store")
+    if fault := not_regular(path):
+        raise ConfigError(f"{path}: {fault}, not an event store")
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
