@@ -153,3 +153,19 @@ def test_commands_that_only_read_never_write_the_store(tmp_path: Path, command: 
     after = fingerprint(tmp_path)
     assert after[db.name] == before[db.name]
     assert not (tmp_path / f"{db.name}-wal").exists() or (tmp_path / f"{db.name}-wal").stat().st_size == 0
+
+
+def test_a_store_from_a_newer_nightear_is_listed_but_not_written(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    store = EventStore(db)
+    store.save(event(event_id="1a2b3c4d-newer"))
+    store.close()
+    with sqlite3.connect(db) as newer:
+        newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer.close()
+    assert "1a2b3c4d-newer" in run_cli("events", "--db", str(db)).stdout
+    before = db.read_bytes()
+    result = run_cli("label", "1a2b3c4d", "drone", "--db", str(db))
+    assert result.returncode == 2 and f"{db}: written by a newer nightear (store schema " \
+        f"{SCHEMA_VERSION + 1}, this one writes {SCHEMA_VERSION})" in result.stderr, result.stderr
+    assert db.read_bytes() == before

@@ -203,6 +203,9 @@ class EventStore:
             if recognise(self._db, self.path, accept_empty=True) != "nightear":  # new, or unmarked
                 self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif (version := self._db.execute("PRAGMA user_version").fetchone()[0]) > SCHEMA_VERSION:
+                raise ConfigError(f"{self.path}: written by a newer nightear (store schema {version}, "
+                                  f"this one writes {SCHEMA_VERSION}): upgrade nightear to write it")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
