@@ -35,7 +35,7 @@ import numpy as np
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import DroneEvent, EventChange, mismatch
-from nightear.errors import AudioError, ConfigError, NightearError
+from nightear.errors import AudioError, NightearError
 from nightear.output import no_space
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.clips import AudioHistory, ClipWriter, clip_name
@@ -112,26 +112,13 @@ class Listener:
 
     def _retry_store(self) -> None:
         """While the store's disk is full: try it again when due (the opener keeps the time)."""
-        if self.opener is None or self.store is not None:
-            return
-        try:
-            self.store = self.opener.retry()
-        except (ConfigError, sqlite3.Error, OSError) as exc:
-            self.log(f"nightear: warning: {self.opener.path}: still not writable ({exc})")
+        if self.opener is not None and (self.store is None or self.opener.kept):
+            self.store = self.opener.retry_logged()
 
     def _save(self, stored: StoredEvent, track: list[StoredBearing]) -> None:
         """Durable first: to the store, or kept by the opener while the store's disk is full."""
-        if self.opener is None:
-            return
-        if self.store is None:
-            self.opener.keep(stored, track)
-            self._retry_store()
-            return
-        try:
-            self.store.save(stored, track)
-        except (sqlite3.Error, OSError) as exc:  # a full disk: the line still goes out
-            why = no_space(self.store.path, exc) or exc
-            self.log(f"nightear: warning: event {stored.id} not stored ({why})")
+        if self.opener is not None:
+            self.store = self.opener.save(stored, track)
 
     def install_signal_handlers(self) -> None:
         def terminate(*_: object) -> None:

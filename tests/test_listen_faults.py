@@ -98,10 +98,24 @@ opener._next_try = 0.0  # the retry falls due
 store = opener.retry()
 assert store is not None and [e.id for e in store.since()] == [kept.id], said
 print('written', said[-1])
+import subprocess
+from nightear.sinks.store import StoredBearing
+subprocess.run(['sh', '-c', 'dd if=/dev/zero of={str(full / 'fill')} bs=1k 2>/dev/null'])  # full again
+later = event()
+track = [StoredBearing(f'2026-12-02T00:{{i // 60:02d}}:{{i % 60:02d}}.000+00:00', 1.0, 2.0, 0.5, 0.9)
+         for i in range(10)]
+assert opener.save(later, track) is store and later.id in opener.kept, said  # kept, not lost
+Path({str(full / 'fill')!r}).unlink()
+opener._next_try = 0.0
+opener.retry()
+assert not opener.kept and later.id in [e.id for e in store.since()], said
+print('kept while full, then stored:', said[-2])
 """
     result = in_a_full_file_system(f"{sys.executable} -c \"$SCRIPT\"", full, {**os.environ, "SCRIPT": script})
     assert result.returncode == 0, result.stderr
-    assert "1 events kept meanwhile written" in result.stdout
+    assert "the events kept while it could not be written are stored" in result.stdout
+    assert "kept while full, then stored: nightear: warning: event " in result.stdout
+    assert "not stored yet, kept and retried (no space left on" in result.stdout
 
 
 def test_export_and_label_on_a_full_disk_name_it(tmp_path: Path) -> None:

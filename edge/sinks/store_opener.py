@@ -1,14 +1,16 @@
-"""The daemon's event store, opened so that a full disk never stops the listening.
+"""The daemon's event store, opened and written so that a full disk never stops the listening.
 
-A unit whose disk is full at start (or whose store cannot be created for want of space) still
-detects: every event goes to stdout (the journal) as always, is kept in memory, and the store is
-tried again every `RETRY_SECONDS`; once it opens, the kept events are written (and MQTT, which
-sends from the store, sends them). Any other problem with the store (another program's file, no
-permission) is a configuration error and stops the start as before.
+A unit whose disk is full at start (or whose store cannot be created for want of space), or
+fills while it runs, still detects: every event goes to stdout (the journal) as always, one the
+store does not take is kept in memory, and the store is tried again every `RETRY_SECONDS`; once
+it takes them, the kept events are written (and MQTT, which sends from the store, sends them).
+Any other problem with the store at start (another program's file, no permission) is a
+configuration error and stops the start as before.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,15 +57,39 @@ class StoreOpener:
             self.kept.pop(next(iter(self.kept)))
 
     def retry(self) -> EventStore | None:
-        """Try the store again when it is due; on opening, write the kept events."""
-        if self.store is not None or time.monotonic() < self._next_try:
+        """When due: open the store if it is not, and write the events kept meanwhile (an error
+        writing them keeps them for the next try)."""
+        if time.monotonic() < self._next_try or (self.store is not None and not self.kept):
             return self.store
-        store = self.open()
+        store = self.store or self.open()
         if store is None:
             return None
-        for event, track in self.kept.values():
+        self._next_try = time.monotonic() + RETRY_SECONDS
+        for event_id, (event, track) in list(self.kept.items()):
             store.save(event, track)
-        self.log(f"nightear: {self.path}: event store opened; {len(self.kept)} events kept meanwhile "
-                 "written")
-        self.kept.clear()
+            del self.kept[event_id]
+        self.log(f"nightear: {self.path}: the events kept while it could not be written are stored")
+        return store
+
+    def retry_logged(self) -> EventStore | None:
+        """`retry`, a store that fails otherwise than by space said as a warning, not raised."""
+        try:
+            return self.retry()
+        except (ConfigError, sqlite3.Error, OSError) as exc:
+            self.log(f"nightear: warning: {self.path}: still not writable ({exc})")
+            return None
+
+    def save(self, event: StoredEvent, track: Sequence[StoredBearing]) -> EventStore | None:
+        """Write the event, or keep it while the store is not open; a failed write (a disk full
+        since) is a warning: the event's line still goes out. Returns the store, if open."""
+        if self.store is None:
+            self.keep(event, track)
+            return self.retry_logged()
+        try:
+            self.store.save(event, track)
+        except (sqlite3.Error, OSError) as exc:
+            self.log(f"nightear: warning: event {event.id} not stored yet, kept and retried "
+                     f"({no_space(self.path, exc) or exc})")
+            self.keep(event, track)
+            self._next_try = time.monotonic() + RETRY_SECONDS
         return self.store
