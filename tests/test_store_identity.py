@@ -169,3 +169,24 @@ def test_a_store_from_a_newer_nightear_is_listed_but_not_written(tmp_path: Path)
     assert result.returncode == 2 and f"{db}: written by a newer nightear (store schema " \
         f"{SCHEMA_VERSION + 1}, this one writes {SCHEMA_VERSION})" in result.stderr, result.stderr
     assert db.read_bytes() == before
+
+
+def test_a_row_someone_else_edited_is_named_not_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    store = EventStore(db)
+    judged = event(event_id="1a2b3c4d-edited")
+    store.save(judged)
+    store.set_verdict(judged.id, "drone", START)
+    store.close()
+    with sqlite3.connect(db) as other:
+        other.execute("UPDATE events SET peak_confidence = 'high', clip = 7")
+    other.close()
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"store:\n  path: {db}\nclips:\n  folder: {tmp_path}\n")
+    for args in (["events", "--db", str(db)], ["events", "--json", "--db", str(db)],
+                 ["export-labelled", str(tmp_path / "out"), "--config", str(config)],
+                 ["label", "1a2b3c4d", "not-drone", "--db", str(db)]):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert f"nightear: error: {db}: event '1a2b3c4d-edited' is malformed (Expected `float`, got " \
+               "`str` - at `$.peak_confidence`)" in result.stderr, (args, result.stderr)

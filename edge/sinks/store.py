@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from nightear.errors import ConfigError, not_regular
 from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
@@ -104,8 +106,18 @@ class StoredBearing:
     confidence: float
 
 
-def _event(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(**{**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])})
+def _event(row: Sequence[Any], path: Path) -> StoredEvent:
+    """A row as a typed event; ConfigError naming the store and the row when a value is of
+    another type than nightear writes (a store someone else edited), never a traceback later."""
+    fields = {**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])}
+    try:
+        event = msgspec.convert(fields, type=StoredEvent)
+        for moment in (event.start, event.end):
+            datetime.fromisoformat(moment)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"{path}: event {str(fields['id'])[:36]!r} is malformed ({exc}): "
+                          "not as nightear writes it") from None
+    return event
 
 
 class StoreLock:
@@ -283,7 +295,7 @@ class EventStore:
         if start is not None:
             query, args = query + " WHERE start >= ?", (start.isoformat(timespec="milliseconds"),)
         for row in self._db.execute(query + " ORDER BY start", args):
-            yield _event(row)
+            yield _event(row, self.path)
 
     def find(self, id_prefix: str) -> StoredEvent:
         """The one event whose id starts with `id_prefix` (a clip's name holds its first 8 hex
@@ -295,7 +307,7 @@ class EventStore:
         if len(rows) > 1:
             raise ConfigError(f"{self.path}: more than one event's id starts with {id_prefix!r}; "
                               "give more of it")
-        return _event(rows[0])
+        return _event(rows[0], self.path)
 
     def set_verdict(self, event_id: str, verdict: str, at: str) -> None:
         """Record an operator's verdict on an event (a second one replaces the first)."""
