@@ -190,3 +190,18 @@ def test_a_row_someone_else_edited_is_named_not_a_traceback(tmp_path: Path) -> N
         assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
         assert f"nightear: error: {db}: event '1a2b3c4d-edited' is malformed (Expected `float`, got " \
                "`str` - at `$.peak_confidence`)" in result.stderr, (args, result.stderr)
+
+
+def test_a_file_holding_only_a_sinks_table_is_taken_as_a_new_store(tmp_path: Path) -> None:
+    """An earlier sender could create its table before the daemon's first store: still ours."""
+    db = tmp_path / "events.db"
+    with sqlite3.connect(db) as early:
+        early.execute("CREATE TABLE mqtt_sent (event_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                      "acked TEXT NOT NULL)")
+    early.close()
+    listed = run_cli("events", "--db", str(db))
+    assert listed.returncode == 2 and "an SQLite database with no events table yet" in listed.stderr
+    store = EventStore(db)
+    store.save(event(event_id="1a2b3c4d-first"))
+    store.close()
+    assert "1a2b3c4d-first" in run_cli("events", "--db", str(db)).stdout

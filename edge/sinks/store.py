@@ -71,6 +71,7 @@ NAMES = tuple(name.strip() for name in COLUMNS.split(","))
 APPLICATION_ID = 0x6E656172  # "near"
 SCHEMA_VERSION = 1  # PRAGMA user_version; 0: a store written before the mark
 FIRST_COLUMNS = frozenset(NAMES[:11])  # id ... clip: every store nightear ever wrote has them
+SINK_TABLES = frozenset({"mqtt_sent"})  # what an earlier sink could add to a store before its events
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,14 @@ def recognise(db: sqlite3.Connection, path: Path, accept_empty: bool) -> str:
         return "nightear"
     if application_id == 0 and FIRST_COLUMNS <= columns <= set(NAMES):
         return "earlier"
+    if application_id == 0 and tables and tables <= SINK_TABLES:  # a sink's table, no events yet
+        tables = set()
     if application_id == 0 and not tables:
         if accept_empty:
             return "empty"
         size = path.stat().st_size if path.exists() else 0
-        raise ConfigError(f"{path}: not a nightear event store: "
-                          f"{'an empty file' if size == 0 else 'an SQLite database without tables'}")
+        what = "an empty file" if size == 0 else "an SQLite database with no events table yet"
+        raise ConfigError(f"{path}: not a nightear event store: {what}")
     owner = f"application_id {application_id:#x}" if application_id else "no application_id"
     listed = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
     raise ConfigError(f"{path}: not a nightear event store: another program's SQLite database "
