@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from nightear.errors import ModelError
+from nightear.decision import DecisionConfig
+from nightear.errors import ModelError, not_regular
 from nightear.frontend import FEATURE_VERSION, FrontendConfig, MelBasis
 
 DEFAULT_MODEL_NAME = "nightear-drone.onnx"
@@ -49,6 +50,11 @@ class ModelInfo:
     training_manifest_sha256: str
     metadata: dict[str, str]
 
+    @property
+    def window_seconds(self) -> float:
+        """How much audio one scored window spans."""
+        return self.frontend.samples_for_frames(self.window_frames) / self.frontend.sample_rate
+
 
 def read_model_info(path: Path, metadata: dict[str, str], sha256: str) -> ModelInfo:
     """Parse and sanity-check a model's metadata_props."""
@@ -66,21 +72,41 @@ def read_model_info(path: Path, metadata: dict[str, str], sha256: str) -> ModelI
             hop_length=int(metadata["hop_length"]), n_mels=int(metadata["n_mels"]),
             fmin=float(metadata["fmin"]), fmax=float(metadata["fmax"]),
         )
-        labels = tuple(json.loads(metadata["labels"]))
+        labels = json.loads(metadata["labels"])
         threshold = float(metadata["threshold"])
         window_frames = int(metadata["window_frames"])
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable model metadata ({exc})") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ModelError(f"{path}: metadata labels must be a JSON list of names, "
+                         f"got {metadata['labels'][:80]}")
+    _check_decision_metadata(path, metadata.get("decision"))
     if POSITIVE_LABEL not in labels:
-        raise ModelError(f"{path}: labels {list(labels)} lack '{POSITIVE_LABEL}'")
+        raise ModelError(f"{path}: labels {labels} lack '{POSITIVE_LABEL}'")
     if not 0.0 < threshold < 1.0:
         raise ModelError(f"{path}: threshold {threshold} is outside (0, 1)")
     return ModelInfo(
         path=path, name=metadata["model_name"], version=metadata["model_version"],
-        sha256=sha256, frontend=frontend, window_frames=window_frames, labels=labels,
+        sha256=sha256, frontend=frontend, window_frames=window_frames, labels=tuple(labels),
         threshold=threshold, training_manifest_sha256=metadata["training_manifest_sha256"],
         metadata=dict(metadata),
     )
+
+
+def _check_decision_metadata(path: Path, text: str | None) -> None:
+    """The decision logic the threshold was chosen for (`decision`, optional): a JSON object of
+    DecisionConfig's whole-number settings, so every command reads it alike or refuses the model."""
+    if text is None:
+        return
+    try:
+        chosen = json.loads(text)
+    except ValueError:
+        chosen = None
+    fields = DecisionConfig.__struct_fields__
+    if not isinstance(chosen, dict) or not all(
+            k in fields and isinstance(v, int) and not isinstance(v, bool) for k, v in chosen.items()):
+        raise ModelError(f"{path}: metadata decision must be a JSON object of whole numbers such as "
+                         f'{{"smooth_windows": 8, "open_windows": 1}}, got {text[:80]}')
 
 
 def check_frontend(info: ModelInfo, expected: FrontendConfig) -> None:
@@ -97,11 +123,21 @@ def check_frontend(info: ModelInfo, expected: FrontendConfig) -> None:
         )
 
 
+def _probe_windows(window_shape: list[int]) -> np.ndarray:
+    """(4, 1, n_mels, frames) dB windows a model must score as probabilities: silence, full scale,
+    and two of noise (a fixed seed: loading is deterministic)."""
+    noise = np.random.default_rng(0).uniform(-100.0, 0.0, (2, 1, *window_shape))
+    levels = np.stack([np.full((1, *window_shape), -100.0), np.zeros((1, *window_shape))])
+    return np.concatenate([levels, noise]).astype(np.float32)
+
+
 class OnnxClassifier:
     """Scores log-mel windows: (n, n_mels, window_frames) -> (n,) drone probability."""
 
     def __init__(self, path: str | Path, frontend: FrontendConfig | None = None, threads: int = 1):
         self.path = Path(path)
+        if fault := not_regular(self.path):
+            raise ModelError(f"{self.path}: {fault}: give an ONNX model file")
         try:
             model_bytes = self.path.read_bytes()
         except OSError as exc:
@@ -120,12 +156,19 @@ class OnnxClassifier:
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.info = read_model_info(self.path, metadata, hashlib.sha256(model_bytes).hexdigest())
         check_frontend(self.info, frontend or FrontendConfig())
-        self.mel_basis = MelBasis.from_json(metadata["mel_basis"])
-        if (self.mel_basis.n_mels, self.mel_basis.n_bins) != (
-            self.info.frontend.n_mels, self.info.frontend.n_bins
-        ):
-            raise ModelError(f"{self.path}: mel basis shape does not match n_mels/n_fft")
+        self.mel_basis = self._mel_basis(metadata["mel_basis"])
         self._check_io()
+
+    def _mel_basis(self, text: str) -> MelBasis:
+        """The model's mel basis, or a ModelError naming this model file."""
+        try:
+            basis = MelBasis.from_json(text)
+        except (ModelError, ValueError, TypeError, IndexError) as exc:
+            reason = str(exc).removeprefix("mel basis in model metadata is unreadable: ")
+            raise ModelError(f"{self.path}: mel basis in model metadata is unreadable ({reason})") from None
+        if (basis.n_mels, basis.n_bins) != (self.info.frontend.n_mels, self.info.frontend.n_bins):
+            raise ModelError(f"{self.path}: mel basis shape does not match n_mels/n_fft")
+        return basis
 
     def _check_io(self) -> None:
         inputs = self._session.get_inputs()
@@ -151,17 +194,22 @@ class OnnxClassifier:
                 f"{self.path}: output shape {[o.shape for o in outputs]} is not one drone "
                 f"probability per window: (batch,) or (batch, 1)"
             )
-        probe = np.full((2, 1, *window_shape), -100.0, dtype=np.float32)  # two windows of silence
+        probe = _probe_windows(window_shape)
         try:
             (out,) = self._session.run(None, {self._input_name: probe})
         except Exception as exc:  # onnxruntime's own exception types again
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: fails on 2 windows of silence ({reason})") from None
+            raise ModelError(f"{self.path}: fails on {len(probe)} windows of silence and noise ({reason})"
+                             ) from None
         if np.size(out) != len(probe):
             raise ModelError(
-                f"{self.path}: output shape {list(np.shape(out))} for 2 windows of input shape "
-                f"{list(probe.shape)}: not one drone probability per window"
+                f"{self.path}: output shape {list(np.shape(out))} for {len(probe)} windows of input "
+                f"shape {list(probe.shape)}: not one drone probability per window"
             )
+        scores = np.asarray(out, dtype=np.float64).reshape(-1)
+        if not (np.isfinite(scores).all() and (scores >= 0.0).all() and (scores <= 1.0).all()):
+            raise ModelError(f"{self.path}: its output is no probability: scored silence and noise as "
+                             f"{', '.join(f'{s:.4g}' for s in scores)}, not values in [0, 1]")
 
     @property
     def window_frames(self) -> int:

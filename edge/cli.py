@@ -11,29 +11,32 @@ import argparse
 import json
 import math
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO, cast
 
 import msgspec
 
-from nightear import __version__
+from nightear import __version__, store_commands
 from nightear.classifier import OnnxClassifier, default_model_path
 from nightear.config import Settings, load_settings
-from nightear.detect import detect_files, emit
-from nightear.errors import AudioError, ConfigError, NightearError
+from nightear.detect import detect_files
+from nightear.errors import AudioError, ConfigError, NightearError, os_reason
 from nightear.geometry import PRESETS
-from nightear.sinks.store import VERDICTS, EventStore, StoredEvent
+from nightear.output import GuardedStream
+from nightear.sinks.store import VERDICTS, refuse_foreign
 
 EXIT_USER_ERROR = 2
 TEXT_METADATA = ("model_name", "model_version", "feature_version")  # text even when they look numeric
 
 
 def _threshold(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number in (0, 1), got {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {text}")
     return value
@@ -50,7 +53,12 @@ def _duration(text: str) -> float:
 
 
 def _bench_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds of audio, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
     if value < 10.0:
         raise argparse.ArgumentTypeError(f"needs at least 10 s of audio to time bearings, got {text}")
     return value
@@ -127,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_bench.add_argument("--username", help="broker user (the broker's password file)")
     fleet_bench.add_argument("--password", help="that user's password")
 
+    fetch = sub.add_parser("fetch-data", help="download the public training recordings into DIR, laid out "
+                           "as ../shared/data (resumable; each file checked against its sha256)")
+    fetch.add_argument("dir", type=Path, metavar="DIR")
+    fetch.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                       help="only this source (repeatable): drone-audio-dataset, svanstrom-outdoor, "
+                            "purdue-outdoor")
+    fetch.add_argument("--base-url", help="a mirror laid out as raw.githubusercontent.com")
+
     info = sub.add_parser("info", help="print a model's metadata as JSON")
     info.add_argument("--model", help="ONNX model file (default: the shipped model)")
     info.add_argument("--config", help="YAML config file")
@@ -135,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not isinstance(sys.stdout, GuardedStream):  # a full disk under stdout: one line, not a traceback
+        sys.stdout = cast(TextIO, GuardedStream(sys.stdout))
     try:
         if args.command == "detect":
             return _detect(args)
@@ -143,11 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "devices":
             return _devices()
         if args.command == "events":
-            return _events(args)
+            return store_commands.events(args)
         if args.command == "label":
-            return _label(args)
+            return store_commands.label(args)
         if args.command == "export-labelled":
-            return _export_labelled(args)
+            return store_commands.export_labelled(args)
         if args.command == "check":
             return _check(args)
         if args.command == "bench":
@@ -156,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nightear.fleet.command import fleet_command
 
             return fleet_command(args)
+        if args.command == "fetch-data":
+            return _fetch_data(args)
         if args.command == "fleet-bench":
             from nightear.fleet.bench import main as fleet_bench
 
@@ -170,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path the file system refuses (a name too long, a permission)
+        _error(os_reason(exc))
+        return EXIT_USER_ERROR
 
 
 def _error(message: str) -> None:
@@ -212,6 +235,14 @@ def _listen(args: argparse.Namespace) -> int:
     from nightear.daemon import Listener
 
     settings, classifier = _load(args)
+    # what needs no file of its own first: a foreign store or (at a terminal) no microphone is
+    # said before a store, lock or clips folder exists; under systemd the daemon waits for one
+    if settings.store.path and not args.scores:
+        refuse_foreign(settings.store.path)
+    if not os.environ.get("NOTIFY_SOCKET"):
+        from nightear.preflight import probe_device
+
+        probe_device(settings)
     listener = Listener(settings, classifier, scores=args.scores, duration_s=args.duration,
                         config_folder=Path(args.config).parent if args.config else None,
                         reload=lambda: _load(args))
@@ -233,85 +264,24 @@ def _since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _store_path(args: argparse.Namespace) -> str:
-    path = args.db or load_settings(args.config).store.path
-    if not path:
-        raise ConfigError("no event store: give --db FILE or a config with store.path")
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: no such event store")
-    return str(path)
-
-
-def _events(args: argparse.Namespace) -> int:
-    path = _store_path(args)
-    store = EventStore(path, read_only=True)
-    try:
-        verdicts = store.verdicts()
-        for event in store.since(args.since):
-            if args.unjudged and (event.id in verdicts or event.state == "open"):
-                continue
-            _print_stored(store, event, verdicts.get(event.id, (None, None))[0], args.json)
-    except sqlite3.DatabaseError as exc:  # a damaged page: say so, not a traceback
-        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
-    finally:
-        store.close()
-    return 0
-
-
-def _print_stored(store: EventStore, event: StoredEvent, verdict: str | None, as_json: bool) -> None:
-    if as_json:
-        track = [asdict(b) for b in store.track(event.id)] if event.bearing_deg is not None else []
-        emit({**asdict(event), "verdict": verdict, **({"track": track} if track else {})})
-        return
-    bearing = "" if event.bearing_deg is None else \
-        f"  bearing {event.bearing_deg:5.1f} +-{event.bearing_spread_deg or 0.0:.0f}"
-    state = "interrupted" if event.interrupted else event.state
-    judged = f"  verdict {verdict}" if verdict else ""
-    print(f"{event.start}  {event.end}  {state:6s}  peak {event.peak_confidence:.2f}  "
-          f"mean {event.mean_confidence:.2f}{bearing}  {event.node}  {event.id}{judged}")
-
-
 def _event_id(text: str) -> str:
     if len(text) < 8:
         raise argparse.ArgumentTypeError(f"give at least the first 8 characters of its id, got {text!r}")
     return text
 
 
-def _label(args: argparse.Namespace) -> int:
-    path = _store_path(args)
-    EventStore(path, read_only=True).close()  # a file that is no event store stays untouched
-    store = EventStore(path)
+def _fetch_data(args: argparse.Namespace) -> int:
+    """The training package's fetch, which needs only the edge install (no `train` extra)."""
     try:
-        event = store.find(args.event)
-        store.set_verdict(event.id, args.verdict, datetime.now(UTC).isoformat(timespec="seconds"))
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path}: cannot write the verdict ({exc})") from None
-    finally:
-        store.close()
-    print(f"{event.start}  {event.node}  {event.id}  verdict {args.verdict}")
-    return 0
-
-
-def _export_labelled(args: argparse.Namespace) -> int:
-    from nightear.labels import export_labelled
-
-    path = _store_path(args)
-    store = EventStore(path, read_only=True)
+        from nightear_training.fetch import RAW_URL, FetchError, fetch_data
+    except ImportError as exc:
+        raise ConfigError(f"fetch-data needs nightear's training package ({exc}): install nightear "
+                          "from its repository (pip install .)") from None
     try:
-        done = export_labelled(store, args.out, args.since)
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path}: cannot read the event store ({exc})") from None
-    finally:
-        store.close()
-    for line in done.skipped:
-        print(f"nightear: skipped {line}", file=sys.stderr)
-    if not done.written:
-        print(f"nightear: nothing exported: no judged event in {path} has its clip "
-              "(`nightear label EVENT drone|not-drone` judges one)", file=sys.stderr)
-        return 0
-    counts = ", ".join(f"{n} {label}" for label, n in sorted(done.written.items()))
-    print(f"nightear: exported {sum(done.written.values())} clips ({counts}) to {args.out / 'labels.csv'}",
-          file=sys.stderr)
+        fetch_data(args.dir, args.sources, args.base_url or RAW_URL)
+    except FetchError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"NIGHTEAR_DATA={args.dir} now holds the public recordings")
     return 0
 
 

@@ -6,13 +6,15 @@ file and the key, e.g. `config.yaml: Expected `int`, got `str` - at `$.decision.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+import yaml
 
 from nightear.decision import DecisionConfig
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
 from nightear.fleet.settings import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.geometry import ArrayGeometry, ArraySettings
@@ -86,11 +88,45 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.geometry.device_channels if self.geometry is not None else 1
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: `1e20` and `9e-1` are numbers, not
+    the strings YAML 1.1 makes of an exponent without a dot (a config that says 9e-1 means 0.9)."""
+
+
+EXPONENT_TAG = "tag:nightear,2026:exponent-number"
+
+
+def _exponent_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    """A whole number such as 5e8 (bytes, a count) as an int, any other as a float."""
+    value = float(str(loader.construct_scalar(node)).replace("_", ""))
+    return int(value) if value.is_integer() else value
+
+
+_YamlLoader.add_constructor(EXPONENT_TAG, _exponent_number)
+_YamlLoader.add_implicit_resolver(
+    EXPONENT_TAG,
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _decode(text: bytes) -> Any:
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise msgspec.DecodeError(f"{exc.problem or exc.context}{where}") from None
+    except yaml.YAMLError as exc:
+        raise msgspec.DecodeError(str(exc).splitlines()[0]) from None
+
+
 def load_settings(path: str | Path | None) -> Settings:
     """Read and validate a YAML config; None gives the defaults."""
     if path is None:
         return Settings()
     path = Path(path)
+    if fault := not_regular(path):
+        raise ConfigError(f"{path}: {fault}: give a YAML config file")
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -98,7 +134,7 @@ def load_settings(path: str | Path | None) -> Settings:
     if not text.strip():
         return Settings()
     try:
-        return msgspec.yaml.decode(text, type=Settings)
+        return msgspec.convert(_decode(text), type=Settings)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except msgspec.DecodeError as exc:

@@ -36,12 +36,14 @@ from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import DroneEvent, EventChange, mismatch
 from nightear.errors import AudioError, NightearError
+from nightear.output import no_space
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sinks.clips import AudioHistory, ClipWriter, clip_name
 from nightear.sinks.heartbeat import LowFrequencyMeter, heartbeat_message
 from nightear.sinks.metrics import Counters, prometheus_text, sd_notify, write_atomically
 from nightear.sinks.mqtt import EventForwarder
-from nightear.sinks.store import EventStore, StoredBearing, StoredEvent, StoreLock
+from nightear.sinks.store import EventStore, StoredBearing, StoredEvent
+from nightear.sinks.store_opener import StoreOpener
 from nightear.sources import CaptureTimeline, MicSource, rescan_devices
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before reopening a failed device
@@ -60,8 +62,8 @@ class Listener:
         self.settings, self.classifier, self.out = settings, classifier, out
         self.node = settings.node or socket.gethostname()
         self.log = log
-        self.lock: StoreLock | None = None
-        self.store = self._open_store(settings.store.path) if settings.store.path and not scores else None
+        self.opener = StoreOpener(settings.store.path, log) if settings.store.path and not scores else None
+        self.store = self._open_store() if self.opener is not None else None
         self.clips = (ClipWriter(settings.clips, classifier.info.frontend, classifier.mel_basis)
                       if settings.clips.folder else None)
         self.history: AudioHistory | None = None
@@ -91,19 +93,32 @@ class Listener:
             heartbeat=lambda pending: heartbeat_message(s, self.node, self.counters, self.classifier.info,
                                                         self.low_freq, pending))
 
-    def _open_store(self, path: str) -> EventStore:
-        """Lock the store, open it, and close what an earlier run (killed, power cut) left open."""
-        self.lock = StoreLock(path)
-        store = EventStore(path)
+    def _open_store(self) -> EventStore | None:
+        """Lock and open the store (None while its disk is full: the opener retries), and close
+        what an earlier run (killed, power cut) left open."""
+        assert self.opener is not None
+        store = self.opener.open()
+        if store is None:
+            return None
         try:
             left_open = store.close_interrupted()
         except sqlite3.Error as exc:
-            self.log(f"nightear: warning: {path}: events left open not closed ({exc})")
+            self.log(f"nightear: warning: {store.path}: events left open not closed ({exc})")
             left_open = []
         for event in left_open:
             self.log(f"nightear: event {event.id} from {event.start} was left open by a run that "
                      f"ended without closing it: closed at {event.end}, marked interrupted")
         return store
+
+    def _retry_store(self) -> None:
+        """While the store's disk is full: try it again when due (the opener keeps the time)."""
+        if self.opener is not None and (self.store is None or self.opener.kept):
+            self.store = self.opener.retry_logged()
+
+    def _save(self, stored: StoredEvent, track: list[StoredBearing]) -> None:
+        """Durable first: to the store, or kept by the opener while the store's disk is full."""
+        if self.opener is not None:
+            self.store = self.opener.save(stored, track)
 
     def install_signal_handlers(self) -> None:
         def terminate(*_: object) -> None:
@@ -157,8 +172,8 @@ class Listener:
                     if not self.stop.is_set():
                         rescan_devices()  # a microphone plugged back in has a new PortAudio index
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            if self.opener is not None and self.opener.lock is not None:
+                self.opener.lock.release()
 
     def _wait_pinging(self, seconds: float) -> None:
         """Wait for the device without going silent: the unit is alive and retrying."""
@@ -257,6 +272,7 @@ class Listener:
                          "nightear_nonfinite_samples_total")
             c.nonfinite_samples += output.nonfinite_samples
         c.input_overflows, c.dropped_frames = source.overflows, source.ring.dropped_frames
+        self._retry_store()
         self._ping()
         self._write_metrics_now_and_then()
 
@@ -264,7 +280,10 @@ class Listener:
         """Tell systemd the loop is alive (READY the first time), and its state when it changed."""
         now = time.monotonic()
         if now - self._last_ping >= PING_SECONDS:
-            sd_notify("READY=1\nWATCHDOG=1" if not self._last_ping else "WATCHDOG=1")
+            sent = sd_notify("READY=1\nWATCHDOG=1" if not self._last_ping else "WATCHDOG=1")
+            if not sent and not self._last_ping and os.environ.get("NOTIFY_SOCKET"):
+                self.log(f"nightear: warning: NOTIFY_SOCKET {os.environ['NOTIFY_SOCKET']} does not take "
+                         "systemd notifications: listening on without the watchdog")
             self._last_ping = now
         if self._status != self._status_sent:
             sd_notify(f"STATUS={self._status}")
@@ -287,17 +306,13 @@ class Listener:
         """Bring the open event's row up to date, so a run killed mid-event leaves it closable
         at its last stored window."""
         now = time.monotonic()
-        if self.store is None or self.scores or now - self._last_checkpoint < CHECKPOINT_SECONDS:
+        if self.opener is None or now - self._last_checkpoint < CHECKPOINT_SECONDS:
             return
         event = pipeline.detector.tracker.current()
         if event is None:
             return
         self._last_checkpoint = now
-        stored, track = self._stored(event, "open")
-        try:
-            self.store.save(stored, track)
-        except (sqlite3.Error, OSError) as exc:
-            self.log(f"nightear: warning: event {stored.id} not brought up to date ({exc})")
+        self._save(*self._stored(event, "open"))
 
     def _write_clip(self, event: StoredEvent, start_s: float, end_s: float) -> str | None:
         """The event's audio with pre-roll; a disk problem is reported, detection goes on."""
@@ -310,7 +325,8 @@ class Listener:
         try:
             wav, _ = self.clips.write(name, self.history.span(first, last))
         except OSError as exc:
-            self.log(f"nightear: warning: clip {name} not written ({exc.strerror or exc})")
+            why = no_space(self.clips.folder, exc) or exc.strerror or exc
+            self.log(f"nightear: warning: clip {name} not written ({why})")
             return None
         return str(wav)
 
@@ -321,8 +337,8 @@ class Listener:
         try:
             write_atomically(Path(self.settings.metrics.path), prometheus_text(self.counters, self.node))
         except OSError as exc:
-            self.log(f"nightear: warning: metrics not written to {self.settings.metrics.path} "
-                     f"({exc.strerror or exc})")
+            why = no_space(self.settings.metrics.path, exc) or exc.strerror or exc
+            self.log(f"nightear: warning: metrics not written to {self.settings.metrics.path} ({why})")
 
     def _utc(self, stream_s: float) -> str:
         return self._timeline.utc(stream_s).isoformat(timespec="milliseconds")
@@ -361,13 +377,9 @@ class Listener:
         stored, track = self._stored(e, "open" if change.kind == "open" else "closed")
         if change.kind == "close":
             stored = replace(stored, clip=self._write_clip(stored, e.start_s, e.end_s))
-        if self.store is not None:
-            try:
-                self.store.save(stored, track)
-            except (sqlite3.Error, OSError) as exc:  # a full disk: the line below still goes out
-                self.log(f"nightear: warning: event {stored.id} not stored ({exc})")
-            if self.mqtt is not None:
-                self.mqtt.wake()
+        self._save(stored, track)
+        if self.store is not None and self.mqtt is not None:
+            self.mqtt.wake()
         line = {k: v for k, v in asdict(stored).items() if v is not None or not k.startswith(
             ("bearing", "elevation"))}
         self._emit({"event": change.kind, **line, "start_s": round(e.start_s, 3),

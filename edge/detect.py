@@ -14,8 +14,9 @@ from typing import TextIO
 
 from nightear.classifier import OnnxClassifier
 from nightear.decision import DecisionConfig, DroneEvent
-from nightear.errors import NightearError
+from nightear.errors import AudioError, NightearError
 from nightear.geometry import ArraySettings
+from nightear.output import OutputError
 from nightear.pipeline import DetectorOutput, Pipeline, score_line
 from nightear.sources import WavSource
 
@@ -28,17 +29,26 @@ def detect_files(paths: Sequence[str], classifier: OnnxClassifier, decision: Dec
     """Print the events of each file in turn; `report` each bad file; False if there was one."""
     sources: list[WavSource | None] = []
     ok = True
+    window_s = classifier.info.window_seconds
     for path in paths:
         try:
-            sources.append(WavSource(path, classifier.info.frontend.sample_rate))
+            source = WavSource(path, classifier.info.frontend.sample_rate)
+            if source.duration_s < window_s:
+                raise AudioError(f"{path}: too short to score: {source.duration_s:.3f} s of audio, "
+                                 f"one window of the model is {window_s:.3f} s")
+            sources.append(source)
         except NightearError as exc:
             report(str(exc))
             sources.append(None)
             ok = False
     progress = _Progress(sum(s.duration_s for s in sources if s), sys.stderr)
+    out = _EventLines(progress)
     for source in sources:
         if source is None:
             continue
+        if source.note is not None:
+            progress.clear()
+            print(f"nightear: note: {source.note}", file=sys.stderr, flush=True)
         if source.channels > 2 and not array.enabled:
             progress.clear()
             print(f"nightear: note: {source.path}: {source.channels} channels averaged to mono; "
@@ -47,35 +57,34 @@ def detect_files(paths: Sequence[str], classifier: OnnxClassifier, decision: Dec
         try:
             pipeline = Pipeline(classifier, decision, source.input_rate, source.channels, array,
                                 hop_seconds)
-            _detect_one(source, pipeline, scores, progress)
+            _detect_one(source, pipeline, scores, progress, out)
         except NightearError as exc:
             progress.clear()
             report(f"{source.path}: {exc}" if str(source.path) not in str(exc) else str(exc))
             ok = False
     progress.close()
-    return ok
+    return ok and not out.failed
 
 
-def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress) -> None:
+def _detect_one(source: WavSource, pipeline: Pipeline, scores: bool, progress: _Progress,
+                out: _EventLines) -> None:
     """Events of one file; audio that ends badly (truncated, undecodable, non-finite) still
     closes the open event at its last good sample and reports it before the error."""
     name = str(source.path)
     try:
         for block in source.raw_blocks():
-            _print_output(name, pipeline.push(block), pipeline, scores, progress)
+            _print_output(name, pipeline.push(block), pipeline, scores, out)
             progress.advance(len(block) / source.input_rate)
     finally:
-        _print_output(name, pipeline.finish(), pipeline, scores, progress)
+        _print_output(name, pipeline.finish(), pipeline, scores, out)
 
 
 def _print_output(name: str, output: DetectorOutput, pipeline: Pipeline, scores: bool,
-                  progress: _Progress) -> None:
+                  out: _EventLines) -> None:
     lines = [{"file": name, **score_line(s)} for s in output.scores] if scores else [
         _event_json(name, c.event, pipeline) for c in output.changes if c.kind == "close"]
-    if lines:
-        progress.clear()  # an event line never starts after the bar
     for line in lines:
-        emit(line)
+        out.write(line)
 
 
 def _event_json(name: str, event: DroneEvent, pipeline: Pipeline) -> dict[str, object]:
@@ -99,6 +108,26 @@ def emit(obj: dict[str, object]) -> None:
     """One JSON line on stdout, flushed: a reader piping events sees each at once."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+class _EventLines:
+    """Event lines to stdout; when stdout fails (a full disk), one error line and then every
+    line on stderr instead, so no event found vanishes unseen."""
+
+    def __init__(self, progress: _Progress):
+        self.progress = progress
+        self.failed = False
+
+    def write(self, line: dict[str, object]) -> None:
+        self.progress.clear()  # an event line never starts after the bar
+        if not self.failed:
+            try:
+                emit(line)
+                return
+            except OutputError as exc:
+                self.failed = True
+                print(f"nightear: error: {exc}; the events found follow here on stderr", file=sys.stderr)
+        print(json.dumps(line), file=sys.stderr, flush=True)
 
 
 class _Progress:

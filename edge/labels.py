@@ -21,8 +21,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from nightear.config import NODE_PATTERN
-from nightear.errors import ConfigError
+from nightear.errors import ConfigError, not_regular
+from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
+from nightear.sinks.clips import clip_name
 from nightear.sinks.metrics import write_atomically
 from nightear.sinks.store import EventStore, StoredEvent
 
@@ -48,6 +50,8 @@ def night_of(event: StoredEvent) -> str:
 def _read_rows(labels_csv: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
     if not labels_csv.exists():
         return list(FIELDS), {}
+    if fault := not_regular(labels_csv):
+        raise ConfigError(f"{labels_csv}: {fault}, not a labels file to merge into")
     try:
         with labels_csv.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -73,11 +77,29 @@ def _copy(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def export_labelled(store: EventStore, out: Path, since: datetime | None = None) -> Export:
-    """Copy each judged event's clip to `out/<node>/` and write `out/labels.csv` (merged with
-    the rows already there). A clip exported before keeps its copy and takes the latest
-    verdict, even once the unit's quota has deleted it; one never exported and gone is
-    skipped and named."""
+def _own_clip(event: StoredEvent, clips_folder: Path | None) -> Path | str:
+    """The event's clip where nightear wrote it, or why it is not copied. Only a file named as
+    nightear names this event's clip, directly in the unit's clips folder (links resolved), is:
+    a store someone else can write must not smuggle any other readable file into training data."""
+    assert event.clip
+    if clips_folder is None:
+        return "no clips.folder configured: clips are copied only from the unit's clips folder "\
+               "(give --config)"
+    clip = Path(event.clip)
+    expected = f"{clip_name(event.start, event.id)}.wav"
+    if clip.name != expected:
+        return f"its clip {clip} is not the name nightear gives this event's clip ({expected}): not copied"
+    if os.path.realpath(clip) != os.path.join(os.path.realpath(clips_folder), expected):
+        return f"its clip {clip} is not in the clips folder {clips_folder}: not copied"
+    return clip
+
+
+def export_labelled(store: EventStore, out: Path, clips_folder: Path | None,
+                    since: datetime | None = None) -> Export:
+    """Copy each judged event's clip (from `clips_folder` only) to `out/<node>/` and write
+    `out/labels.csv` (merged with the rows already there). A clip exported before keeps its copy
+    and takes the latest verdict, even once the unit's quota has deleted it; one never exported
+    and gone is skipped and named."""
     verdicts = store.verdicts()
     labels_csv = out / "labels.csv"
     columns, rows = _read_rows(labels_csv)
@@ -96,7 +118,10 @@ def export_labelled(store: EventStore, out: Path, since: datetime | None = None)
             result.skipped.append(f"{event.id[:8]} ({verdict}): no clip was written (clips.folder "
                                   "unset, or a full disk)")
             continue
-        clip = Path(event.clip)
+        clip = _own_clip(event, clips_folder)
+        if isinstance(clip, str):
+            result.skipped.append(f"{event.id[:8]} ({verdict}): {clip}")
+            continue
         relpath = f"{event.node}/{clip.name}"
         if not (out / relpath).is_file():  # a clip never changes once written: copied once
             if not clip.is_file():
@@ -106,7 +131,8 @@ def export_labelled(store: EventStore, out: Path, since: datetime | None = None)
             try:
                 _copy(clip, out / relpath)
             except OSError as exc:
-                raise ConfigError(f"{out / relpath}: cannot copy the clip ({exc.strerror or exc})") from None
+                why = no_space(out, exc) or exc.strerror or exc
+                raise ConfigError(f"{out / relpath}: cannot copy the clip ({why})") from None
         label = LABEL_OF_VERDICT[verdict]
         rows[relpath] = {**rows.get(relpath, {}), "path": relpath, "label": label,
                          "group": f"{event.node}/{night_of(event)}", "event": event.id, "verdict_at": at}
@@ -119,5 +145,6 @@ def export_labelled(store: EventStore, out: Path, since: datetime | None = None)
         try:
             write_atomically(labels_csv, text.getvalue())
         except OSError as exc:
-            raise ConfigError(f"{labels_csv}: cannot write it ({exc.strerror or exc})") from None
+            why = no_space(out, exc) or exc.strerror or exc
+            raise ConfigError(f"{labels_csv}: cannot write it ({why})") from None
     return result

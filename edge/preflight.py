@@ -22,7 +22,7 @@ import numpy as np
 from nightear.classifier import OnnxClassifier
 from nightear.config import Settings
 from nightear.decision import mismatch
-from nightear.errors import AudioError, ConfigError, ModelError, NightearError
+from nightear.errors import AudioError, ConfigError, ModelError, NightearError, os_reason
 from nightear.frontend import log_mel
 from nightear.geometry import ArrayGeometry
 from nightear.pipeline import Pipeline
@@ -45,6 +45,10 @@ def check(settings: Settings, load: Callable[[], OnnxClassifier], say: Callable[
             return True
         except NightearError as exc:
             error(str(exc))
+            failed = True
+            return False
+        except OSError as exc:  # a path the file system refuses (a name too long): this part fails
+            error(f"{name}: {os_reason(exc)}")
             failed = True
             return False
 
@@ -127,13 +131,14 @@ def probe_model(classifier: OnnxClassifier) -> float:
 
 def probe_store(path: str) -> str:
     """Open the store as `listen` does and take its write lock, then let it go."""
-    from nightear.sinks.store import EventStore
+    from nightear.sinks.store import EventStore, refuse_foreign
 
     store_path = Path(path)
     if store_path.is_dir():
         raise ConfigError(f"store.path {store_path}: is a folder, not a database file")
     existed = store_path.exists()
     try:
+        refuse_foreign(store_path)  # reads only: a foreign file or a FIFO is named, never changed
         EventStore(store_path).close()
     except ConfigError as exc:
         raise ConfigError(f"store.path {exc}") from None

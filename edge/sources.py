@@ -7,8 +7,11 @@ format in one step, for training and tools that want a clip's samples.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
+import struct
 import threading
 import time
 from collections import deque
@@ -25,38 +28,49 @@ import soxr
 from nightear.errors import AudioError
 
 BLOCK_SECONDS = 1.0  # how much audio a file source reads at a time
+MIN_FILE_RATE_HZ = 8000  # below it a recording holds nothing of the drone band's upper half
+MAX_FILE_RATE_HZ = 1_000_000  # above it a header's rate is no real recording's
+PLACEHOLDER_DATA_SIZES = (0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)  # a streaming writer's "length unknown"
 _SHORT_DATA = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 
 
 class WavSource:
     """A WAV/FLAC/OGG file (anything libsndfile reads), as 16 kHz (or `sample_rate`) mono blocks.
 
-    Opening checks the header so a corrupt, empty or truncated file fails before any block is
-    read; a decode error or missing frames found later raise AudioError too.
+    Opening checks the file and its header so a missing, unreadable, corrupt or empty one fails
+    before any block is read; a file that ends before its header says (a WAV cut short, a FLAC
+    that breaks off, a non-finite sample) yields every good block first, then raises AudioError,
+    so what it holds is still scored.
     """
 
     def __init__(self, path: str | Path, sample_rate: int):
         self.path = Path(path)
         self.sample_rate = sample_rate
-        if not self.path.exists():
-            raise AudioError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise AudioError(f"{self.path}: is a folder, not an audio file")
+        _check_readable(self.path)
         try:
             info = sf.info(os.fsencode(self.path))  # bytes: a name need not be valid UTF-8
         except (sf.SoundFileError, RuntimeError) as exc:
-            raise AudioError(f"{self.path}: not a readable audio file ({_reason(exc)})") from None
+            raise AudioError(f"{self.path}: not a readable audio file ({_open_fault(self.path, exc)})"
+                             ) from None
         if info.frames <= 0:
             raise AudioError(f"{self.path}: holds no audio (0 frames)")
-        short = _SHORT_DATA.search(info.extra_info)
-        if short and int(short.group(2)) < int(short.group(1)):
-            raise AudioError(
-                f"{self.path}: truncated: header promises {short.group(1)} bytes of audio, "
-                f"file holds {short.group(2)}"
-            )
+        if info.samplerate < MIN_FILE_RATE_HZ:
+            raise AudioError(f"{self.path}: its sample rate, {info.samplerate} Hz, is too low to score: "
+                             f"the model needs at least {MIN_FILE_RATE_HZ} Hz (drone harmonics to 4 kHz)")
         self.input_rate = int(info.samplerate)
         self.channels = int(info.channels)
         self.frames = int(info.frames)
+        self.cut: str | None = None  # why the file ends before its header says: raised once read
+        self.note: str | None = None  # something a user should know that is no error
+        short = _SHORT_DATA.search(info.extra_info)
+        if short and int(short.group(2)) < int(short.group(1)):
+            promised, held = int(short.group(1)), int(short.group(2))
+            if promised in PLACEHOLDER_DATA_SIZES:  # a streaming writer never came back to it
+                self.note = (f"{self.path}: its header gives no length ({promised:#x}, as a streaming "
+                             f"recorder leaves it): read to its end, {self.duration_s:.3f} s")
+            else:
+                self.cut = (f"{self.path}: truncated: header promises {promised} bytes of audio, "
+                            f"file holds {held}; scored up to {self.duration_s:.3f} s")
 
     @property
     def duration_s(self) -> float:
@@ -99,6 +113,8 @@ class WavSource:
         except (sf.SoundFileError, RuntimeError) as exc:
             raise AudioError(f"{self.path}: unreadable at {frames_read / self.input_rate:.1f} s "
                              f"({_reason(exc)})") from None
+        if self.cut is not None:
+            raise AudioError(self.cut)
         if frames_read < self.frames:
             raise AudioError(
                 f"{self.path}: truncated: header promises {self.frames} frames, "
@@ -112,9 +128,44 @@ class WavSource:
 
 
 def _reason(exc: Exception) -> str:
-    """libsndfile's message without the file name it repeats."""
+    """libsndfile's message without the file name it repeats (as text or as b'bytes')."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^Error opening '.*?': ", "", text)
+    return re.sub(r"^Error opening b?(['\"]).*?\1: ", "", text)
+
+
+def _check_readable(path: Path) -> None:
+    """A regular file this user may read, or AudioError saying why in words: no such file, a name
+    too long, permission denied, a folder, or a FIFO or device (which would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise AudioError(f"{path}: is a folder, not an audio file")
+        if not stat.S_ISREG(mode):
+            raise AudioError(f"{path}: is not a regular file (a FIFO, device or socket): "
+                             "give a recording saved to disk")
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        why = "no such file" if exc.errno == errno.ENOENT else (exc.strerror or str(exc)).lower()
+        raise AudioError(f"{path}: {why}") from None
+
+
+def _open_fault(path: Path, exc: Exception) -> str:
+    """Why libsndfile refused a file, in words: its header's sample rate or channel count where a
+    WAV header is what is wrong, else libsndfile's reason."""
+    reason = _reason(exc)
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE" and (at := head.find(b"fmt ")) >= 0:
+        order = "<" if head[:4] == b"RIFF" else ">"
+        channels, rate = struct.unpack_from(f"{order}HI", head, at + 10) if len(head) >= at + 16 else (0, 0)
+        if not 0 < rate <= MAX_FILE_RATE_HZ:
+            return f"its header gives a sample rate of {rate} Hz"
+        if channels == 0:
+            return "its header gives 0 channels"
+    if "SF_INFO struct incomplete" in reason:
+        return "its header gives no valid sample rate or channel count"
+    return reason
 
 
 class AudioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -46,7 +46,7 @@ def data_root() -> Path:
 
 def write_asoundrc(home: Path, infile: Path | str) -> None:
     """Give `home` an .asoundrc whose default capture device reads raw PCM from `infile`
-    through ALSA's file plugin (DESIGN.md: the capture path without a sound card)."""
+    through ALSA's file plugin: the capture path without a sound card."""
     (home / ".asoundrc").write_text(
         'pcm.!default { type plug; slave.pcm "fakein" }\n'
         f'pcm.fakein {{ type file; slave.pcm "null"; file "/dev/null"; infile "{infile}"; '

@@ -127,6 +127,6 @@ def test_a_model_with_another_output_shape_is_refused_at_load(model_path: Path, 
                                          r"drone probability per window"):
         OnnxClassifier(wide)
     hidden = flattening_copy(model_path, tmp_path / "hidden.onnx", declared=False)
-    with pytest.raises(ModelError, match=r"hidden\.onnx: output shape \[2, 6208\] for 2 windows of "
-                                         r"input shape \[2, 1, 64, 97\]"):
+    with pytest.raises(ModelError, match=r"hidden\.onnx: output shape \[4, 6208\] for 4 windows of "
+                                         r"input shape \[4, 1, 64, 97\]"):
         OnnxClassifier(hidden)

@@ -104,7 +104,8 @@ def test_bad_files_are_reported_and_the_good_ones_still_processed(tmp_path: Path
     assert_user_error(result, f"{CORRUPT}: not a readable audio file", f"{empty}: holds no audio",
                       f"{truncated}: truncated", f"{missing}: no such file")
     assert len(result.stderr.splitlines()) == 4
-    assert [e["file"] for e in events(result.stdout)] == [DRONE]
+    # the cut file's drone, heard up to where it breaks off, is still reported
+    assert [e["file"] for e in events(result.stdout)] == [DRONE, str(truncated)]
 
 
 def test_bad_threshold_is_refused() -> None:
@@ -271,3 +272,37 @@ def test_the_progress_bar_is_cleared_before_an_event_line(tmp_path: Path) -> Non
     (event_line,) = [line for line in text.split("\r\n") if '"file"' in line]
     assert event_line.split("\r")[-1].startswith('{"file": ')  # what the terminal shows
     assert "audio{" not in text.replace("\r", "")
+
+
+def test_no_option_value_error_shows_an_internal_name_or_a_traceback() -> None:
+    """Every typed option refuses nonsense, NaN and infinity in words, never as
+    argparse's 'invalid _threshold value' nor a traceback."""
+    import argparse
+    import contextlib
+    import io
+
+    from nightear.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    tried = 0
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.type is None or not action.option_strings or action.choices:
+                continue
+            for value in ("abc", "nan", "inf", "-inf"):
+                stderr = io.StringIO()
+                with contextlib.redirect_stderr(stderr), contextlib.suppress(SystemExit):
+                    parser.parse_args([name, action.option_strings[0], value, *(
+                        ["x"] if name in ("detect", "export-labelled") else [])])
+                said = stderr.getvalue()
+                if name == "fleet-bench" and value != "abc":
+                    continue  # counts and seconds of a load test: out of range, not unparsable
+                assert "invalid _" not in said and "Traceback" not in said, (name, value, said)
+                if value != "abc" and action.dest in ("threshold", "seconds", "duration"):
+                    assert "error:" in said, (name, action.dest, value)  # refused, not taken
+                tried += 1
+    assert tried > 20
+    for value in ("nan", "inf"):
+        result = run_cli("bench", "--seconds", value)
+        assert result.returncode == 2 and "must be a finite number of seconds" in result.stderr

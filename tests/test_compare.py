@@ -148,3 +148,10 @@ def test_add_seeds_refuses_summaries_of_another_recipe(tmp_path):
     other.write_text(json.dumps({"recipe": "field", "seed": 0}))
     with pytest.raises(ValueError, match="field-seed0.json"):
         add_seeds(BuildConfig(out_dir=tmp_path), [other])
+
+
+def test_the_command_line_offers_exactly_the_recipes_there_are():
+    from nightear_training import __main__ as cli
+    from nightear_training.recipe import DEFAULT_RECIPE, RECIPES
+
+    assert set(cli.RECIPE_NAMES) == set(RECIPES) and cli.DEFAULT_RECIPE == DEFAULT_RECIPE

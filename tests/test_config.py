@@ -56,3 +56,17 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_example_config_is_valid_and_documents_the_defaults() -> None:
     example = Path(__file__).resolve().parent.parent / "deploy" / "config.example.yaml"
     assert load_settings(example) == Settings()
+
+
+def test_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads `9e-1` as a string; a technician who writes it means 0.9."""
+    settings = load_settings(write(tmp_path, "decision:\n  threshold: 9e-1\nclips:\n  quota_bytes: 5e8\n"
+                                             "model:\n  hop_seconds: 2.5E-1\n"))
+    assert settings.decision.threshold == 0.9 and settings.model.hop_seconds == 0.25
+    assert settings.clips.quota_bytes == 500_000_000 and isinstance(settings.clips.quota_bytes, int)
+    with pytest.raises(ConfigError, match=r"Expected `float` < 1.0 - at `\$.decision.threshold`"):
+        load_settings(write(tmp_path, "decision:\n  threshold: 1e20\n"))
+    with pytest.raises(ConfigError, match=r"got `str` - at `\$.decision.threshold`"):
+        load_settings(write(tmp_path, 'decision:\n  threshold: "9e-1"\n'))  # quoted: a string still
+    with pytest.raises(ConfigError, match=r"not valid YAML \(.* at line 3, column 1\)"):
+        load_settings(write(tmp_path, "decision:\n  threshold: [\n"))

@@ -55,7 +55,7 @@ def exposure(unit: Path) -> float:
     if analyze is None:
         if os.environ.get("CI") == "true":
             pytest.fail("systemd-analyze is missing on CI (apt-get install systemd)")
-        pytest.skip("systemd-analyze is not installed")
+        pytest.skip("systemd-analyze is not installed (apt-get install -y systemd)")
     result = subprocess.run([analyze, "security", "--offline=yes", str(unit)], capture_output=True,
                             text=True)
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
@@ -107,7 +107,7 @@ def test_systemd_accepts_the_unit(scratch: Path, tmp_path: Path) -> None:
     if analyze is None:
         if os.environ.get("CI") == "true":
             pytest.fail("systemd-analyze is missing on CI (apt-get install systemd)")
-        pytest.skip("systemd-analyze is not installed")
+        pytest.skip("systemd-analyze is not installed (apt-get install -y systemd)")
     unit = tmp_path / "nightear.service"  # the installed paths, inside the scratch root
     unit.write_text(UNIT.read_text().replace("/opt/nightear", f"{scratch}/opt/nightear")
                     .replace("/etc/nightear", f"{scratch}/etc/nightear"))

@@ -59,7 +59,8 @@ def test_a_file_that_is_no_event_store_is_named_and_left_unchanged(tmp_path: Pat
         other.close()
     before = path.read_bytes()
     result = run_cli("events", "--db", str(path))
-    one_error_line(result, f"nightear: error: {path}: not a nightear event store (no events table)")
+    one_error_line(result, f"nightear: error: {path}: not a nightear event store: " + (
+        "an empty file" if kind == "empty" else "another program's SQLite database"))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no -wal or -shm either
 

@@ -178,3 +178,60 @@ def test_real_sources_rebuild_the_shared_files_byte_for_byte(data_root: Path, mi
         for row in rows:
             fetched = tmp_path / "data" / source.name / row["path"]
             assert hashlib.sha256(fetched.read_bytes()).hexdigest() == row["sha256"]
+
+
+# The edge install (`pip install .`) lacks the train extra: run with its packages unimportable.
+WITHOUT_TRAIN_EXTRA = """
+import runpy, sys
+class TrainExtraMissing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "sklearn", "librosa", "matplotlib", "onnx", "onnxscript", "scipy"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, TrainExtraMissing())
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def edge_install(*args: str, user: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*(user or []), sys.executable, "-c", WITHOUT_TRAIN_EXTRA, *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_fetch_data_is_a_nightear_command_that_runs_without_the_train_extra(
+        upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    base_url, source, _, _ = upstream
+    out = tmp_path / "data"
+    # the real sources are not on the loopback mirror: an unknown source proves the command ran
+    # past its imports; the mirror's own source is fetched by the tests above through the module
+    result = edge_install("nightear", "fetch-data", str(out), "--source", "nowhere", "--base-url", base_url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("nightear: error: unknown source nowhere; known: drone-audio-dataset")
+    module = edge_install("nightear_training", "fetch-data", str(out), "--source", "nowhere")
+    assert module.returncode == 2 and "unknown source nowhere" in module.stderr, module.stderr
+    train = edge_install("nightear_training", "build-default", "--out", str(tmp_path / "m"))
+    assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr
+    assert "nightear_training: error: build-default needs the 'train' extra (No module named " in train.stderr
+    assert "pip install 'nightear[train]'" in train.stderr
+
+
+def test_fetch_data_into_a_file_or_a_folder_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("notes\n")
+    result = edge_install("nightear", "fetch-data", str(a_file))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"nightear: error: {a_file}: is a file, not a folder: give a folder for the " \
+                            "recordings\n"
+    with tempfile.TemporaryDirectory() as folder:  # outside pytest's root-only temp folders
+        os.chmod(folder, 0o755)
+        locked = Path(folder) / "locked"
+        locked.mkdir(mode=0o555)
+        # root writes anywhere: try as nobody (setpriv is in util-linux)
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        result = edge_install("nightear", "fetch-data", str(locked / "data"), user=drop)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"nightear: error: {locked / 'data'}: cannot write the recordings there (permission denied)" \
+        in result.stderr

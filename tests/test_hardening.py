@@ -80,8 +80,8 @@ def sandboxed(unit: Path) -> list[str]:
         if SYSTEM_PYTHON.is_file() else None
     if probe is None or probe.returncode != 0:
         if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but python3-seccomp is missing (apt-get install python3-seccomp)")
-        pytest.skip("the system python lacks libseccomp's bindings (apt-get install python3-seccomp)")
+            pytest.fail("CI=true but python3-seccomp is missing (apt-get install -y python3-seccomp)")
+        pytest.skip("the system python lacks libseccomp's bindings (apt-get install -y python3-seccomp)")
     return [str(SYSTEM_PYTHON), str(SANDBOX), str(unit)]
 
 

@@ -100,14 +100,14 @@ def test_wrong_ids_and_lost_clips_are_named_and_change_nothing(fake_mic, tmp_pat
 
     assert run_cli("label", alarm["id"], "not-drone", "--db", str(db)).returncode == 0
     Path(alarm["clip"]).unlink()  # as the clips quota deletes the oldest
-    gone = run_cli("export-labelled", str(out), "--db", str(db))
+    gone = run_cli("export-labelled", str(out), "--config", str(config))  # its clips folder
     assert f"skipped {alarm['id'][:8]} (not-drone): {alarm['clip']} is gone" in gone.stderr
     assert "nothing exported" in gone.stderr and not out.exists()
 
     assert run_cli("label", drone["id"], "drone", "--db", str(db)).returncode == 0
     out.mkdir()
     (out / "labels.csv").write_text("file;kind\nx.wav;drone\n")  # someone else's, not ours
-    foreign = run_cli("export-labelled", str(out), "--db", str(db))
+    foreign = run_cli("export-labelled", str(out), "--config", str(config))
     assert foreign.returncode == 2 and "not a labels file" in foreign.stderr
     assert (out / "labels.csv").read_text() == "file;kind\nx.wav;drone\n"
     assert list(out.iterdir()) == [out / "labels.csv"]  # refused before a clip was copied

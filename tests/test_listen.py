@@ -320,5 +320,5 @@ def test_listen_refuses_a_model_with_another_output_shape(fake_mic, tmp_path: Pa
     result = listen(env, "--model", str(wide), "--duration", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"nightear: error: {wide}: output shape [2, 6208] for 2 windows of input shape "
-        "[2, 1, 64, 97]: not one drone probability per window"]
+        f"nightear: error: {wide}: output shape [4, 6208] for 4 windows of input shape "
+        "[4, 1, 64, 97]: not one drone probability per window"]

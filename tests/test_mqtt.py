@@ -208,3 +208,28 @@ def test_a_broker_that_wants_a_client_certificate_takes_the_units_own(broker: Br
     finally:
         with_cert.close()
         fleet.close()
+
+
+def test_the_sender_waits_for_a_store_the_daemon_could_not_open_and_then_sends_it(
+        broker: Broker, tmp_path: Path) -> None:
+    """A full disk kept the daemon from opening its store at start: the sender writes nothing
+    into the file meanwhile (its table would make it no store nightear recognises), and sends
+    the events once the daemon has opened the store and written them."""
+    fleet = FleetThread(broker.unit_config(), tmp_path / "fleet.db")
+    path, log = tmp_path / "unit.db", []  # type: ignore[var-annotated]
+    unit = forwarder(broker.unit_config(), path, log)
+    try:
+        time.sleep(1.0)
+        if path.exists():
+            with sqlite3.connect(path) as db:
+                assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+            db.close()
+        store = EventStore(path)  # the daemon's retry succeeds once space is back
+        event = stored(0)
+        store.save(event)
+        unit.wake()
+        wait_for(lambda: closed_ids_in_order(fleet) == [event.id], 30, "the kept event at the fleet")
+        assert any("not opened by the daemon yet" in line for line in log)
+    finally:
+        unit.close()
+        fleet.close()

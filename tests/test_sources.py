@@ -70,12 +70,16 @@ def test_zero_byte_file(tmp_path: Path) -> None:
         WavSource(path, 16000)
 
 
-def test_truncated_wav(tmp_path: Path) -> None:
+def test_truncated_wav_yields_what_it_holds_then_fails(tmp_path: Path) -> None:
     path = tmp_path / "cut.wav"
     data = (FIXTURES / "silence_16k.wav").read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    source = WavSource(path, 16000)  # what the cut file holds is still scored
+    blocks = []
     with pytest.raises(AudioError, match=r"cut\.wav: truncated"):
-        WavSource(path, 16000)
+        for block in source.raw_blocks():
+            blocks.append(block)
+    assert sum(len(b) for b in blocks) == source.frames > 0
 
 
 def test_truncated_flac_fails_on_read(tmp_path: Path) -> None:

@@ -15,7 +15,10 @@ from pathlib import Path
 from nightear.errors import NightearError
 from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_summary
 from nightear_training.fetch import RAW_URL, FetchError, fetch_data
-from nightear_training.recipe import DEFAULT_RECIPE, RECIPES
+
+TRAIN_EXTRA = "pip install 'nightear[train]' (or -e '.[train]' in a clone)"
+RECIPE_NAMES = ("plain", "field")  # `recipe.RECIPES`' keys, here without importing torch
+DEFAULT_RECIPE = "plain"  # the shipped model's: `recipe.DEFAULT_RECIPE`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("models"), help="where model, card, report go")
     b.add_argument("--data", type=Path, help="data root (default: $NIGHTEAR_DATA or ../shared/data)")
     b.add_argument("--folder", type=Path, help="also train on new recordings: a folder with labels.csv")
-    b.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+    b.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
                    help=f"the recipe (default {DEFAULT_RECIPE}, the shipped model's)")
     b.add_argument("--epochs", type=int, help="the schedule's length (default: the recipe's)")
     b.add_argument("--seed", type=int, default=0)
@@ -60,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
     c = sub.add_parser("compare", help="recipes by leave one outdoor site out over seeds: each "
                        "figure's mean and range, in --out/compare.json")
-    c.add_argument("recipes", nargs="+", choices=sorted(RECIPES), metavar="RECIPE",
-                   help=f"one or more of {', '.join(sorted(RECIPES))}")
+    c.add_argument("recipes", nargs="+", choices=RECIPE_NAMES, metavar="RECIPE",
+                   help=f"one or more of {', '.join(RECIPE_NAMES)}")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--folds", choices=("sites", "all"), default="sites",
                    help="sites: the three outdoor sites; all: the indoor toys too")
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (FileNotFoundError, ValueError, NightearError, FetchError) as exc:
         print(f"nightear_training: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the edge install: fetch-data and split run, training does not
+        print(f"nightear_training: error: {args.command} needs the 'train' extra ({exc}): {TRAIN_EXTRA}",
+              file=sys.stderr)
         return 2
 
 
@@ -143,10 +150,11 @@ def _run(args: argparse.Namespace) -> int:
         evaluate_file(args.model, args.data, extra, args.out, args.max_clips_per_split)
         return 0
     from nightear_training.build import BuildConfig, build
+    from nightear_training.recipe import RECIPES
 
     recipe = RECIPES[args.recipe]
-    recipe = replace(recipe, train=replace(recipe.train, epochs=args.epochs or recipe.train.epochs,
-                                           seed=args.seed))
+    epochs = recipe.train.epochs if args.epochs is None else args.epochs
+    recipe = replace(recipe, train=replace(recipe.train, epochs=epochs, seed=args.seed))
     build(BuildConfig(out_dir=args.out, data_root=args.data, recipe_name=args.recipe, recipe=recipe,
                       max_clips_per_split=args.max_clips_per_split, heldout=not args.no_heldout,
                       heldout_scores=args.heldout_scores, heldout_from=args.heldout_from,

@@ -1,5 +1,5 @@
-"""`python -m nightear_training fetch-data DIR`: the public recordings, laid out as
-`../shared/data` holds them, for anyone without that folder.
+"""`nightear fetch-data DIR` (or `python -m nightear_training fetch-data DIR`): the public
+recordings, laid out as `../shared/data` holds them, for anyone without that folder.
 
 Each source is a public GitHub repository at a pinned commit. Its manifest (`sources/<name>.csv`,
 the same file as `<name>/manifest.csv` in the shared data, whose sha256 datasets.md lists) names
@@ -7,7 +7,8 @@ every file, its label, kind and group, and the sha256 of the FLAC nightear train
 downloads each original WAV (resuming a partial download with an HTTP Range request), converts it
 losslessly to 16-bit FLAC, and keeps it only when its sha256 is the manifest's: a changed
 upstream file or a wrong origin stops with one line naming it. Files already in place with the
-right sha256 are skipped, so an interrupted run goes on where it stopped.
+right sha256 are skipped, so an interrupted run goes on where it stopped. It needs only the
+edge install (soundfile), not the `train` extra.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+
+from nightear.output import no_space
 
 RAW_URL = "https://raw.githubusercontent.com"  # {RAW_URL}/{repository}/{commit}/{path}
 MANIFESTS = Path(__file__).resolve().parent / "sources"
@@ -193,5 +196,25 @@ def fetch_data(root: Path, names: list[str] | None = None, base_url: str = RAW_U
     unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise FetchError(f"unknown source {', '.join(unknown)}; known: {', '.join(known)}")
+    _check_folder(root)
     for name in names or list(known):
-        fetch_source(known[name], root, base_url, log)
+        try:
+            fetch_source(known[name], root, base_url, log)
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            where = Path(exc.filename) if exc.filename else root
+            why = no_space(where, exc) or (exc.strerror or str(exc)).lower()
+            raise FetchError(f"{where}: cannot write the recordings there ({why})") from None
+
+
+def _check_folder(root: Path) -> None:
+    """`root` is, or can become, a folder this user writes: said before anything is downloaded."""
+    try:
+        if root.exists() and not root.is_dir():
+            raise FetchError(f"{root}: is a file, not a folder: give a folder for the recordings")
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".nightear-fetch-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise FetchError(f"{root}: cannot write the recordings there ({why})") from None

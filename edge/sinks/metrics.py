@@ -91,12 +91,16 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def sd_notify(message: str) -> bool:
-    """Send `message` (READY=1, WATCHDOG=1, STATUS=...) to systemd; False outside systemd."""
+    """Send `message` (READY=1, WATCHDOG=1, STATUS=...) to systemd; False outside systemd or
+    when its socket does not take it (the caller says so once; detection never stops for it)."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(message.encode(), address)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError:  # a socket gone or never there: the daemon listens on regardless
+        return False
     return True

@@ -38,7 +38,7 @@ from nightear.schema import (
 )
 from nightear.sinks.broker import LOOP_SECONDS, MAX_IN_FLIGHT, BrokerLink, MqttSettings, utc_now
 from nightear.sinks.clip_sender import ClipSender
-from nightear.sinks.store import COLUMNS, StoredEvent
+from nightear.sinks.store import APPLICATION_ID, COLUMNS, StoredEvent
 
 RESCAN_SECONDS = 10.0  # the store is read for pending events when told, else this often
 STORE_RETRY_SECONDS = 5.0  # after the store failed (full disk, locked): wait, then go on
@@ -107,12 +107,19 @@ class EventForwarder:
 
     def _run(self) -> None:
         self._db = sqlite3.connect(self.store_path, isolation_level=None, timeout=10.0)
-        self._db.executescript(SENT_SCHEMA)
-        self.clips = ClipSender(self._db, self.link.client, self.settings.site, self.node, self.base,
-                                self.log)
+        schema_ready = False
         try:
             while not self.stop_event.is_set() or self._draining():
                 try:
+                    # the sent tables go only into a store the daemon has opened (and so marked
+                    # as nightear's): while a full disk keeps it closed, wait, never write first
+                    if not schema_ready:
+                        if self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                            raise sqlite3.OperationalError("not opened by the daemon yet")
+                        self._db.executescript(SENT_SCHEMA)
+                        self.clips = ClipSender(self._db, self.link.client, self.settings.site,
+                                                self.node, self.base, self.log)
+                        schema_ready = True
                     self._step()
                 except sqlite3.Error as exc:  # a full disk or a locked store: report, try again
                     self.log(f"nightear: warning: mqtt: event store {self.store_path}: {exc}; "

@@ -17,7 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nightear.errors import ConfigError
+import msgspec
+
+from nightear.errors import ConfigError, not_regular
+from nightear.output import no_space
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 
 SCHEMA = """
@@ -63,6 +66,12 @@ COLUMNS = ("id, node, state, start, end, peak_confidence, mean_confidence, windo
            "model_sha256, clip, bearing_deg, bearing_spread_deg, elevation_deg, bearing_mirror_deg, "
            "interrupted")
 NAMES = tuple(name.strip() for name in COLUMNS.split(","))
+# nightear marks its stores at creation (SQLite's header fields for this), so it can tell its own
+# from another program's file and refuse that without writing a byte
+APPLICATION_ID = 0x6E656172  # "near"
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0: a store written before the mark
+FIRST_COLUMNS = frozenset(NAMES[:11])  # id ... clip: every store nightear ever wrote has them
+SINK_TABLES = frozenset({"mqtt_sent"})  # what an earlier sink could add to a store before its events
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,18 @@ class StoredBearing:
     confidence: float
 
 
-def _event(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(**{**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])})
+def _event(row: Sequence[Any], path: Path) -> StoredEvent:
+    """A row as a typed event; ConfigError naming the store and the row when a value is of
+    another type than nightear writes (a store someone else edited), never a traceback later."""
+    fields = {**dict(zip(NAMES, row, strict=True)), "interrupted": bool(row[-1])}
+    try:
+        event = msgspec.convert(fields, type=StoredEvent)
+        for moment in (event.start, event.end):
+            datetime.fromisoformat(moment)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"{path}: event {str(fields['id'])[:36]!r} is malformed ({exc}): "
+                          "not as nightear writes it") from None
+    return event
 
 
 class StoreLock:
@@ -120,11 +139,63 @@ class StoreLock:
             os.close(self._fd)
             raise ConfigError(f"{store_path}: another nightear listen (pid {holder}) is using this "
                               "event store; stop it first or give this one its own store.path") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the holder's pid, for the next one's message; a full disk only loses that
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
         os.close(self._fd)
+
+
+def recognise(db: sqlite3.Connection, path: Path, accept_empty: bool) -> str:
+    """"nightear" for a store nightear marked, "earlier" for one an earlier nightear wrote
+    (unmarked, its own tables and columns), "empty" for a new file (only with `accept_empty`);
+    ConfigError saying what the file is otherwise. Reads only: nothing is written to decide."""
+    try:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    except sqlite3.DatabaseError as exc:
+        what = "not an SQLite database" if "not a database" in str(exc) else f"unreadable ({exc})"
+        raise ConfigError(f"{path}: not a nightear event store: {what}") from None
+    if application_id == APPLICATION_ID:
+        return "nightear"
+    if application_id == 0 and FIRST_COLUMNS <= columns <= set(NAMES):
+        return "earlier"
+    if application_id == 0 and tables and tables <= SINK_TABLES:  # a sink's table, no events yet
+        tables = set()
+    if application_id == 0 and not tables:
+        if accept_empty:
+            return "empty"
+        size = path.stat().st_size if path.exists() else 0
+        what = "an empty file" if size == 0 else "an SQLite database with no events table yet"
+        raise ConfigError(f"{path}: not a nightear event store: {what}")
+    owner = f"application_id {application_id:#x}" if application_id else "no application_id"
+    listed = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+    raise ConfigError(f"{path}: not a nightear event store: another program's SQLite database "
+                      f"({owner}; tables {listed}); left unchanged")
+
+
+def refuse_foreign(path: str | Path) -> None:
+    """ConfigError, before anything is created beside it (a lock, a WAL), when `path` exists and
+    is not a store nightear may write: another program's file stays exactly as it was."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not an event store")
+    if fault := not_regular(path):
+        raise ConfigError(f"{path}: {fault}, not an event store")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return  # unreadable here: the writable open says why
+    try:
+        recognise(db, path, accept_empty=True)
+    finally:
+        db.close()
 
 
 class EventStore:
@@ -144,6 +215,12 @@ class EventStore:
             # created 0640 before SQLite opens it: its -wal and -shm files copy this mode
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            if recognise(self._db, self.path, accept_empty=True) != "nightear":  # new, or unmarked
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif (version := self._db.execute("PRAGMA user_version").fetchone()[0]) > SCHEMA_VERSION:
+                raise ConfigError(f"{self.path}: written by a newer nightear (store schema {version}, "
+                                  f"this one writes {SCHEMA_VERSION}): upgrade nightear to write it")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
@@ -153,8 +230,12 @@ class EventStore:
                     self._db.execute(f"ALTER TABLE events ADD COLUMN {column}")
             self._columns = set(NAMES)
             self._has_verdicts = True
+        except ConfigError:
+            self._db.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"{self.path}: cannot open the event store ({exc})") from None
+            why = no_space(self.path, exc) or str(exc)
+            raise ConfigError(f"{self.path}: cannot open the event store ({why})") from None
 
     def _open_read_only(self) -> sqlite3.Connection:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
@@ -172,10 +253,15 @@ class EventStore:
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
         except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise ConfigError(f"{self.path}: not a nightear event store: not an SQLite database"
+                                  ) from None
             raise ConfigError(f"{self.path}: cannot read the event store ({exc})") from None
-        if "events" not in tables:
+        try:
+            recognise(db, self.path, accept_empty=False)
+        except ConfigError:
             db.close()
-            raise ConfigError(f"{self.path}: not a nightear event store (no events table)")
+            raise
         self._columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
         self._has_verdicts = "verdicts" in tables  # a store from before verdicts has none
         return db
@@ -212,7 +298,7 @@ class EventStore:
         if start is not None:
             query, args = query + " WHERE start >= ?", (start.isoformat(timespec="milliseconds"),)
         for row in self._db.execute(query + " ORDER BY start", args):
-            yield _event(row)
+            yield _event(row, self.path)
 
     def find(self, id_prefix: str) -> StoredEvent:
         """The one event whose id starts with `id_prefix` (a clip's name holds its first 8 hex
@@ -224,7 +310,7 @@ class EventStore:
         if len(rows) > 1:
             raise ConfigError(f"{self.path}: more than one event's id starts with {id_prefix!r}; "
                               "give more of it")
-        return _event(rows[0])
+        return _event(rows[0], self.path)
 
     def set_verdict(self, event_id: str, verdict: str, at: str) -> None:
         """Record an operator's verdict on an event (a second one replaces the first)."""
