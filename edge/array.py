@@ -150,8 +150,8 @@ class ArrayStage:
     Float32 throughout, with every buffer made once: a block is copied into the frame buffer,
     its frames go through one FFT for all channels together, and a block of any size is worked
     through CHUNK_FRAMES frames at a time, so nothing grows with it; only the mono samples it
-    returns are new. The pair cross-spectra are summed over frames only when a steer or a
-    bearing asks for them, in one product per frequency.
+    returns are new. The pair cross-spectra are made and summed over frames only when a steer
+    or a bearing asks for them (the band spectra of 4 mics are smaller than the 6 pairs').
     """
 
     def __init__(self, geometry: ArrayGeometry, settings: ArraySettings, rate: int):
@@ -194,7 +194,7 @@ class ArrayStage:
         self._allocate(geometry.mics, len(self._pair_i), len(band))
 
     def _allocate(self, mics: int, pairs: int, band: int) -> None:
-        """The stage's working memory, made once: samples, spectra, beams and cross-spectra."""
+        """The stage's working memory, made once: samples, spectra, beams and band spectra."""
         bins = self.n_fft // 2 + 1
         self._samples = np.zeros((mics, (CHUNK_FRAMES - 1) * self.hop + self.n_fft), np.float32)
         self._held = self.taps - 1  # samples at the buffer's start not yet framed (zeros at first)
@@ -304,11 +304,11 @@ class ArrayStage:
         band *= 0.5
 
     def _cross(self, rows: slice) -> np.ndarray:
-        """Every mic pair's cross-spectrum summed over the frames in `rows` of _band_spectra,
-        as (pairs, band): one batched product per frequency, X X^H over the frames."""
-        x = self._band_spectra[rows].transpose(2, 1, 0)  # (band, mics, frames)
-        products = np.matmul(x, x.conj().transpose(0, 2, 1))  # (band, mics, mics)
-        return products[:, self._pair_i, self._pair_j].T
+        """Every mic pair's cross-spectrum X_i X_j* summed over the frames in `rows` of
+        _band_spectra, as (pairs, band)."""
+        x = self._band_spectra[rows]  # (frames, mics, band)
+        products = x[:, self._pair_i] * x[:, self._pair_j].conj()
+        return np.add.reduce(products, axis=0)
 
     def _forget(self, used: int) -> None:
         """Keep only the newest _kept_frames of the `used` rows of band spectra, moved to the
