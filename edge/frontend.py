@@ -24,6 +24,7 @@ from nightear.errors import ModelError
 FEATURE_VERSION = "nightear-logmel-1"  # periodic Hann, power 2, slaney mel, 10*log10, no centring
 AMIN_POWER = 1e-10  # power floor: the quietest value any band can take is -100 dB re full scale
 CHUNK_FRAMES = 32  # frames a stream works through at once: blocks of any size use the same buffers
+CLIP_CHUNK_FRAMES = 2048  # frames a whole clip is worked through at once (20 s; ~40 MB of buffers)
 
 
 class FrontendConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -183,7 +184,10 @@ def log_mel(y: np.ndarray, config: FrontendConfig, mel_basis: MelBasis) -> np.nd
         return np.zeros((mel_basis.n_mels, 0), dtype=np.float32)
     view = np.lib.stride_tricks.sliding_window_view(y, config.n_fft)[:: config.hop_length]
     out = np.empty((mel_basis.n_mels, n_frames), np.float32)
-    _Workspace(config, mel_basis, n_frames).log_mel(view[:n_frames], out)
+    work = _Workspace(config, mel_basis, min(n_frames, CLIP_CHUNK_FRAMES))
+    for start in range(0, n_frames, CLIP_CHUNK_FRAMES):  # memory stays flat for long recordings
+        end = min(start + CLIP_CHUNK_FRAMES, n_frames)
+        work.log_mel(view[start:end], out[:, start:end])
     return out
 
 
