@@ -24,7 +24,6 @@ A linear array cannot tell a bearing from its mirror image across the line: the 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +37,7 @@ STEER_SECONDS = 0.5  # how often the beam is re-aimed
 STEER_AVERAGE_SECONDS = 1.0  # the beam aims at the strongest direction of the last second
 HISTORY_SECONDS = 8.0  # cross-spectra kept for bearings of windows already scored
 LAG_STEP_S = 4e-6  # GCC lag resolution (1.4 mm of path); the SRP interpolates between lags
+CHUNK_FRAMES = 8  # frames worked through at once: a block of any size uses the same buffers
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,14 @@ def _vertex(values: np.ndarray, i: int) -> float:
 
 class ArrayStage:
     """Multichannel blocks at the device's rate in, one beamformed mono stream out, plus the
-    pair cross-spectra of every frame for bearings (see the module docstring)."""
+    band spectra of every frame for bearings (see the module docstring).
+
+    Float32 throughout, with every buffer made once: a block is copied into the frame buffer,
+    its frames go through one FFT for all channels together, and a block of any size is worked
+    through CHUNK_FRAMES frames at a time, so nothing grows with it; only the mono samples it
+    returns are new. The pair cross-spectra are made and summed over frames only when a steer
+    or a bearing asks for them (the band spectra of 4 mics are smaller than the 6 pairs').
+    """
 
     def __init__(self, geometry: ArrayGeometry, settings: ArraySettings, rate: int):
         self.geometry, self.settings, self.rate = geometry, settings, rate
@@ -167,7 +174,7 @@ class ArrayStage:
                       f"(usable up to {high:.0f} Hz); widen it")
         if len(band) < 4:
             raise AudioError(too_narrow)
-        self._edged = slice(int(band[0]) - 1, int(band[-1]) + 2)  # the band and a bin either side
+        self._band = (int(band[0]), int(band[-1]) + 1)
         self._pair_i, self._pair_j = np.triu_indices(geometry.mics, 1)
         self.srp = Srp(geometry, freqs[band], self.c)
         if self.srp.n_freqs < 4 * self.srp.group:
@@ -178,14 +185,32 @@ class ArrayStage:
         self.steering: tuple[float, float] | None = (0.0, 0.0) if settings.beamform else None
         self._filter_cache: dict[tuple[float, float] | None, np.ndarray] = {}
         self._filters = self._beam_filters(self.steering)
-        self._pending = np.zeros((geometry.mics, self.taps - 1))
         self._all_channels = geometry.mic_channels == tuple(range(geometry.device_channels))
         self._steer_every = max(1, round(STEER_SECONDS * rate / self.hop))
         self._steer_frames = max(1, round(STEER_AVERAGE_SECONDS * rate / self.hop))
         self.frames_done = 0
         self.samples_in = self.samples_out = 0  # per channel, pushed in and given out
-        self._history: deque[tuple[float, float, np.ndarray]] = deque(
-            maxlen=int(HISTORY_SECONDS * rate / self.hop) + 1)
+        self._kept_frames = int(HISTORY_SECONDS * rate / self.hop) + 1
+        self._allocate(geometry.mics, len(self._pair_i), len(band))
+
+    def _allocate(self, mics: int, pairs: int, band: int) -> None:
+        """The stage's working memory, made once: samples, spectra, beams and band spectra."""
+        bins = self.n_fft // 2 + 1
+        self._samples = np.zeros((mics, (CHUNK_FRAMES - 1) * self.hop + self.n_fft), np.float32)
+        self._held = self.taps - 1  # samples at the buffer's start not yet framed (zeros at first)
+        step_mic, step = self._samples.strides
+        self._framed = [np.lib.stride_tricks.as_strided(  # its first `count` frames, uncopied
+            self._samples, (count, mics, self.n_fft), (self.hop * step, step_mic, step), writeable=False)
+            for count in range(CHUNK_FRAMES + 1)]
+        self._spectra = np.empty((CHUNK_FRAMES, mics, bins), np.complex64)
+        self._weighted = np.empty((CHUNK_FRAMES, mics, bins), np.complex64)
+        self._beams = np.empty((CHUNK_FRAMES, bins), np.complex64)
+        self._beam_audio = np.empty((CHUNK_FRAMES, self.n_fft), np.float32)
+        # each frame's band spectra (Hann-windowed in frequency) for at least the last
+        # _kept_frames frames, with as many rows again to fill before the oldest are dropped
+        # (one move per _kept_frames frames): frame f of the stream sits at row f - _band_first
+        self._band_spectra = np.zeros((2 * self._kept_frames + CHUNK_FRAMES, mics, band), np.complex64)
+        self._band_first = 0
 
     def _beam_filters(self, steering: tuple[float, float] | None) -> np.ndarray:
         """Each mic's windowed-sinc delay toward a direction, as (mics, n_fft/2+1) spectra;
@@ -201,7 +226,7 @@ class ArrayStage:
         k = np.arange(self.taps)[None, :] - delay[:, None]
         window = np.where(np.abs(k) < FIR_HALF_TAPS, 0.5 + 0.5 * np.cos(np.pi * k / FIR_HALF_TAPS), 0.0)
         fir = np.sinc(k) * window / self.geometry.mics
-        self._filter_cache[steering] = np.fft.rfft(fir, self.n_fft)
+        self._filter_cache[steering] = np.fft.rfft(fir, self.n_fft).astype(np.complex64)
         return self._filter_cache[steering]
 
     def push(self, block: np.ndarray) -> np.ndarray:
@@ -209,43 +234,97 @@ class ArrayStage:
         if block.ndim != 2 or block.shape[1] != self.geometry.device_channels:
             raise AudioError(f"array {self.geometry.name} needs {self.geometry.device_channels} "
                              f"channels, got {block.shape[1] if block.ndim == 2 else 1}")
+        total = self._held + len(block)
+        frames = (total - self.n_fft) // self.hop + 1 if total >= self.n_fft else 0
+        out = np.empty(frames * self.hop, np.float32)
+        room, taken, done = self._samples.shape[1], 0, 0
+        while True:
+            take = min(len(block) - taken, room - self._held)
+            self._copy_in(block[taken : taken + take])
+            taken += take
+            count = (self._held - self.n_fft) // self.hop + 1 if self._held >= self.n_fft else 0
+            if count:
+                self._frames(count, out[done * self.hop : (done + count) * self.hop])
+                done += count
+            if taken == len(block):
+                break
         self.samples_in += len(block)
-        mics = block if self._all_channels else block[:, self.geometry.mic_channels]
-        samples = np.concatenate((self._pending, mics.T), axis=1)  # float64: the FFT's own type
-        count = (samples.shape[1] - self.n_fft) // self.hop + 1 if samples.shape[1] >= self.n_fft else 0
-        if count == 0:
-            self._pending = samples
-            return np.zeros(0, dtype=np.float32)
-        step_mic, step = samples.strides
-        frames = np.lib.stride_tricks.as_strided(samples, (self.geometry.mics, count, self.n_fft),
-                                                 (step_mic, self.hop * step, step), writeable=False)
-        spectra = np.fft.rfft(frames, axis=2)  # (mics, frames, bins)
-        self._pending = samples[:, count * self.hop :]
-        # a Hann window applied in frequency (-1/4, 1/2, -1/4 of neighbouring bins) tames the
-        # rectangular frames' leakage for the bearing; the beam takes the frames as they are
-        edged = spectra[:, :, self._edged].view(np.float64)  # (mics, frames, 2 * bins): re, im
-        x = (0.5 * edged[:, :, 2:-2] - 0.25 * (edged[:, :, :-4] + edged[:, :, 4:])).astype(np.float32)
-        x = x.view(np.complex64)
-        cross = x[self._pair_i] * np.conj(x[self._pair_j])  # (pairs, frames, band)
-        beams = np.empty((count, spectra.shape[2]), dtype=np.complex128)
-        for k in range(count):
-            beams[k] = (spectra[:, k] * self._filters).sum(axis=0)  # the aim as of this frame
-            self._frame_done(cross[:, k])
-        out = np.fft.irfft(beams, self.n_fft, axis=1)[:, self.taps - 1 :].ravel().astype(np.float32)
         self.samples_out += len(out)
         return out
 
-    def _frame_done(self, cross: np.ndarray) -> None:
-        """Keep the frame's pair cross-spectra; re-aim the beam every STEER_SECONDS."""
-        end_s = (self.frames_done + 1) * self.hop / self.rate
-        self._history.append((end_s - self.n_fft / self.rate, end_s, cross))
-        self.frames_done += 1
-        if self.steering is not None and self.frames_done % self._steer_every == 0:
-            recent = [c for _, _, c in list(self._history)[-self._steer_frames :]]
-            steering = self.srp.steer(np.sum(recent, axis=0))
-            if steering != self.steering:
-                self.steering = steering
-                self._filters = self._beam_filters(steering)
+    def _copy_in(self, piece: np.ndarray) -> None:
+        """Append (n, device_channels) samples to the frame buffer, mic channels only."""
+        end = self._held + len(piece)
+        if self._all_channels:
+            self._samples[:, self._held : end] = piece.T
+        else:
+            for row, channel in enumerate(self.geometry.mic_channels):
+                self._samples[row, self._held : end] = piece[:, channel]
+        self._held = end
+
+    def _frames(self, count: int, out: np.ndarray) -> None:
+        """Beam and cross-spectra of the `count` whole frames at the buffer's start; the beam's
+        count * hop new samples go to `out`."""
+        # (frames, mics, bins); numpy's stubs know only complex128 for `out`, its FFT does float32
+        spectra = np.fft.rfft(self._framed[count], axis=2, out=self._spectra[:count])  # type: ignore[arg-type]
+        rest = self._held - count * self.hop
+        self._samples[:, :rest] = self._samples[:, count * self.hop : self._held]
+        self._held = rest
+        first = self.frames_done - self._band_first  # this chunk's first row in _band_spectra
+        if first + count > len(self._band_spectra):
+            self._forget(first)
+            first = self._kept_frames
+        self._hann_band(spectra, self._band_spectra[first : first + count])
+        start = 0
+        for k in range(count):  # the aim as of each frame: re-aimed every _steer_every frames
+            self.frames_done += 1
+            if self.steering is not None and self.frames_done % self._steer_every == 0:
+                self._beam(spectra[start : k + 1], self._beams[start : k + 1])
+                start = k + 1
+                self._steer()
+        self._beam(spectra[start:count], self._beams[start:count])
+        audio = np.fft.irfft(self._beams[:count], self.n_fft, axis=1,
+                             out=self._beam_audio[:count])  # type: ignore[arg-type]
+        out.reshape(count, self.hop)[:] = audio[:, self.taps - 1 :]
+
+    def _beam(self, spectra: np.ndarray, beams: np.ndarray) -> None:
+        """(frames, mics, bins) spectra -> (frames, bins) beam spectra with the current aim."""
+        weighted = self._weighted[: len(spectra)]
+        np.multiply(spectra, self._filters, out=weighted)
+        np.add.reduce(weighted, axis=1, out=beams)
+
+    def _hann_band(self, spectra: np.ndarray, band: np.ndarray) -> None:
+        """The bearing band of (frames, mics, bins) spectra, Hann-windowed in frequency: -1/4,
+        1/2, -1/4 of neighbouring bins tames the rectangular frames' leakage for the bearing
+        (the beam takes the frames as they are)."""
+        low, high = self._band
+        np.add(spectra[:, :, low - 1 : high - 1], spectra[:, :, low + 1 : high + 1], out=band)
+        band *= -0.5
+        band += spectra[:, :, low:high]
+        band *= 0.5
+
+    def _cross(self, rows: slice) -> np.ndarray:
+        """Every mic pair's cross-spectrum X_i X_j* summed over the frames in `rows` of
+        _band_spectra, as (pairs, band)."""
+        x = self._band_spectra[rows]  # (frames, mics, band)
+        products = x[:, self._pair_i] * x[:, self._pair_j].conj()
+        return np.add.reduce(products, axis=0)
+
+    def _forget(self, used: int) -> None:
+        """Keep only the newest _kept_frames of the `used` rows of band spectra, moved to the
+        start: older frames are past what a bearing may ask for."""
+        drop = used - self._kept_frames
+        self._band_spectra[: self._kept_frames] = self._band_spectra[drop:used]
+        self._band_first += drop
+
+    def _steer(self) -> None:
+        """Re-aim the beam at the strongest direction of the last STEER_AVERAGE_SECONDS; new
+        filters only when that direction moves (they are cached per direction)."""
+        end = self.frames_done - self._band_first
+        steering = self.srp.steer(self._cross(slice(max(0, end - self._steer_frames), end)))
+        if steering != self.steering:
+            self.steering = steering
+            self._filters = self._beam_filters(steering)
 
     def finish(self) -> np.ndarray:
         """End of stream: the mono samples still held back, as many as were pushed in."""
@@ -258,10 +337,15 @@ class ArrayStage:
         from the frames that lie in that span; None when none do, yet or any more (frames are
         kept for HISTORY_SECONDS)."""
         lag = self.latency_samples / self.rate
-        spans = [b for s, e, b in self._history if s >= start_s - lag - 1e-9 and e <= end_s - lag + 1e-9]
-        if not spans:
+        oldest = max(self._band_first, self.frames_done - self._kept_frames)
+        ends = (np.arange(oldest, self.frames_done) + 1) * self.hop / self.rate
+        inside = np.flatnonzero((ends - self.n_fft / self.rate >= start_s - lag - 1e-9)
+                                & (ends <= end_s - lag + 1e-9))
+        if not len(inside):
             return None
-        azimuth, elevation, coherence = self.srp.peak(np.sum(spans, axis=0))
+        first = oldest - self._band_first
+        rows = slice(first + int(inside[0]), first + int(inside[-1]) + 1)
+        azimuth, elevation, coherence = self.srp.peak(self._cross(rows))
         heading = self.settings.heading_deg
         mirror = None
         if self._linear:

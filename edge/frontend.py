@@ -23,6 +23,8 @@ from nightear.errors import ModelError
 
 FEATURE_VERSION = "nightear-logmel-1"  # periodic Hann, power 2, slaney mel, 10*log10, no centring
 AMIN_POWER = 1e-10  # power floor: the quietest value any band can take is -100 dB re full scale
+CHUNK_FRAMES = 32  # frames a stream works through at once: blocks of any size use the same buffers
+CLIP_CHUNK_FRAMES = 2048  # frames a whole clip is worked through at once (20 s; ~40 MB of buffers)
 
 
 class FrontendConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -138,13 +140,36 @@ def power_to_db(power: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power, AMIN_POWER))
 
 
-def _frames_to_log_mel(
-    frames: np.ndarray, window: np.ndarray, mel_basis: MelBasis
-) -> np.ndarray:
-    """(n_frames, n_fft) samples -> (n_mels, n_frames) float32 log-mel."""
-    spectrum = np.fft.rfft(frames * window, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
-    return power_to_db(mel_basis.project(power)).T.astype(np.float32)
+class _Workspace:
+    """Every buffer the log-mel of up to `frames` frames needs, made once, so that a stream's
+    blocks allocate nothing but the frames they return. Each row (frame) is worked alone, in
+    the same order whatever the number of rows: the streaming and whole-clip paths agree bit
+    for bit."""
+
+    def __init__(self, config: FrontendConfig, mel_basis: MelBasis, frames: int):
+        self.window = hann_window(config.n_fft)
+        self.mel_basis = mel_basis
+        self.windowed = np.empty((frames, config.n_fft))
+        self.spectrum = np.empty((frames, config.n_bins), np.complex128)
+        self.squares = np.empty((frames, 2 * config.n_bins))  # re^2, im^2 of each bin, interleaved
+        self.power = np.empty((frames, config.n_bins))
+        self.gathered = np.empty((frames, len(mel_basis.bins)))
+        self.mel = np.empty((frames, mel_basis.n_mels))
+
+    def log_mel(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """(n, n_fft) samples -> `out`, (n_mels, n) float32 log-mel."""
+        n, basis = len(frames), self.mel_basis
+        windowed = np.multiply(frames, self.window, out=self.windowed[:n])
+        spectrum = np.fft.rfft(windowed, axis=1, out=self.spectrum[:n])
+        squares = np.square(spectrum.view(np.float64), out=self.squares[:n])
+        power = np.add(squares[:, 0::2], squares[:, 1::2], out=self.power[:n])
+        gathered = np.take(power, basis.bins, axis=1, out=self.gathered[:n], mode="clip")
+        gathered *= basis.weights
+        mel = np.add.reduceat(gathered, basis.offsets, axis=1, out=self.mel[:n])
+        np.maximum(mel, AMIN_POWER, out=mel)  # power_to_db, in place
+        np.log10(mel, out=mel)
+        mel *= 10.0
+        out[...] = mel.T
 
 
 def log_mel(y: np.ndarray, config: FrontendConfig, mel_basis: MelBasis) -> np.ndarray:
@@ -158,14 +183,20 @@ def log_mel(y: np.ndarray, config: FrontendConfig, mel_basis: MelBasis) -> np.nd
     if n_frames == 0:
         return np.zeros((mel_basis.n_mels, 0), dtype=np.float32)
     view = np.lib.stride_tricks.sliding_window_view(y, config.n_fft)[:: config.hop_length]
-    return _frames_to_log_mel(view[:n_frames], hann_window(config.n_fft), mel_basis)
+    out = np.empty((mel_basis.n_mels, n_frames), np.float32)
+    work = _Workspace(config, mel_basis, min(n_frames, CLIP_CHUNK_FRAMES))
+    for start in range(0, n_frames, CLIP_CHUNK_FRAMES):  # memory stays flat for long recordings
+        end = min(start + CLIP_CHUNK_FRAMES, n_frames)
+        work.log_mel(view[start:end], out[:, start:end])
+    return out
 
 
 class StreamingLogMel:
     """Streaming log-mel: push blocks of any size, get the frames they complete.
 
-    Keeps the samples of the frame that is not yet complete; `push` returns exactly the frames
-    `log_mel` would give for the concatenated stream.
+    Keeps the samples of the frame that is not yet complete in a buffer made once, and works a
+    block through CHUNK_FRAMES frames at a time; `push` returns exactly the frames `log_mel`
+    would give for the concatenated stream.
     """
 
     def __init__(self, config: FrontendConfig, mel_basis: MelBasis):
@@ -176,27 +207,38 @@ class StreamingLogMel:
             )
         self.config = config
         self.mel_basis = mel_basis
-        self._window = hann_window(config.n_fft)
-        self._pending = np.zeros(0, dtype=np.float64)
+        self._work = _Workspace(config, mel_basis, CHUNK_FRAMES)
+        self._samples = np.zeros(config.samples_for_frames(CHUNK_FRAMES))
+        step = self._samples.strides[0]
+        self._framed = [np.lib.stride_tricks.as_strided(  # the buffer's first `count` frames
+            self._samples, (count, config.n_fft), (config.hop_length * step, step), writeable=False)
+            for count in range(CHUNK_FRAMES + 1)]
+        self._held = 0  # samples at the buffer's start, not yet a whole frame
         self.frames_emitted = 0
 
     def reset(self) -> None:
         """Forget the partial frame, as at the start of a new stream."""
-        self._pending = np.zeros(0, dtype=np.float64)
+        self._held = 0
         self.frames_emitted = 0
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """block: (n,) mono samples. Returns (n_mels, new_frames) float32."""
-        samples = np.concatenate((self._pending, np.asarray(block, dtype=np.float64)))
-        n_frames = self.config.frames_in(len(samples))
-        if n_frames == 0:
-            self._pending = samples
-            return np.zeros((self.config.n_mels, 0), dtype=np.float32)
-        hop = self.config.hop_length
-        view = np.lib.stride_tricks.as_strided(samples, (n_frames, self.config.n_fft),
-                                               (hop * samples.strides[0], samples.strides[0]),
-                                               writeable=False)  # frames without copying
-        out = _frames_to_log_mel(view, self._window, self.mel_basis)
-        self._pending = samples[n_frames * hop :].copy()
-        self.frames_emitted += n_frames
+        config, hop = self.config, self.config.hop_length
+        out = np.empty((config.n_mels, config.frames_in(self._held + len(block))), np.float32)
+        taken = done = 0
+        while True:
+            take = min(len(block) - taken, len(self._samples) - self._held)
+            self._samples[self._held : self._held + take] = block[taken : taken + take]
+            self._held += take
+            taken += take
+            count = config.frames_in(self._held)
+            if count:
+                self._work.log_mel(self._framed[count], out[:, done : done + count])
+                done += count
+                rest = self._held - count * hop
+                self._samples[:rest] = self._samples[count * hop : self._held]
+                self._held = rest
+            if taken == len(block):
+                break
+        self.frames_emitted += done
         return out

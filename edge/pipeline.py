@@ -151,8 +151,10 @@ class Pipeline:
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise AudioError(f"expected {self.channels}-channel audio, got "
                              f"{block.shape[1] if block.ndim == 2 else 1} channels")
-        bad = ~np.isfinite(block)
-        nonfinite = int(np.count_nonzero(bad))
+        nonfinite = 0
+        if not np.isfinite(np.add.reduce(block, axis=None)):  # any NaN or inf makes the sum one
+            bad = ~np.isfinite(block)
+            nonfinite = int(np.count_nonzero(bad))
         if nonfinite:  # one NaN would poison every window it touches: silence instead, counted
             block = np.where(bad, np.float32(0.0), block)
         mono = self.stage.push(block)

@@ -123,6 +123,20 @@ def test_bearings_follow_a_drone_that_moves(drone: np.ndarray, night: np.ndarray
         assert bearing is not None and angle_error(bearing.bearing_deg, expected) <= 5.0, (start, bearing)
 
 
+def test_a_long_stream_keeps_its_bearings_and_forgets_what_is_past_its_history(
+        drone: np.ndarray, night: np.ndarray) -> None:
+    geometry = PRESETS["respeaker-4mic"]
+    stage = ArrayStage(geometry, ArraySettings(preset="respeaker-4mic"), RATE)
+    long_drone = np.tile(drone, 6)  # 30 s: the stage's history (8 s) turns over again and again
+    recording = array_recording(long_drone, night, geometry, 120.0, 10.0, 10.0, np.random.default_rng(4))
+    for block in np.array_split(recording, len(recording) // 1600):
+        stage.push(block)
+    for start in (22.0, 25.5, 28.0):
+        bearing = stage.bearing(start, start + WINDOW_S)
+        assert bearing is not None and angle_error(bearing.bearing_deg, 120.0) <= 5.0, (start, bearing)
+    assert stage.bearing(2.0, 2.0 + WINDOW_S) is None  # long past: no stale frames answer
+
+
 def test_elevation_is_measured_between_grid_points(drone: np.ndarray, night: np.ndarray) -> None:
     geometry = PRESETS["respeaker-6mic"]
     for elevation in (15.0, 47.0):
