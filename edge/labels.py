@@ -16,6 +16,7 @@ import io
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -138,13 +139,18 @@ def export_labelled(store: EventStore, out: Path, clips_folder: Path | None,
                          "group": f"{event.node}/{night_of(event)}", "event": event.id, "verdict_at": at}
         result.written[label] = result.written.get(label, 0) + 1
     if result.written:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows[path] for path in sorted(rows))
-        try:
-            write_atomically(labels_csv, text.getvalue())
-        except OSError as exc:
-            why = no_space(out, exc) or exc.strerror or exc
-            raise ConfigError(f"{labels_csv}: cannot write it ({why})") from None
+        write_labels(labels_csv, columns, rows)
     return result
+
+
+def write_labels(labels_csv: Path, columns: Sequence[str], rows: dict[str, dict[str, str]]) -> None:
+    """`labels.csv`, rows sorted by path, written whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows[path] for path in sorted(rows))
+    try:
+        write_atomically(labels_csv, text.getvalue())
+    except OSError as exc:
+        why = no_space(labels_csv.parent, exc) or exc.strerror or exc
+        raise ConfigError(f"{labels_csv}: cannot write it ({why})") from None

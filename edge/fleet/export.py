@@ -11,7 +11,6 @@ path, label, group, event, verdict_at; one group per unit and night), so `build-
 from __future__ import annotations
 
 import csv
-import io
 import json
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +20,9 @@ import msgspec
 
 from nightear.errors import ConfigError
 from nightear.fleet.store import EXPORT_COLUMNS, FIX_COLUMNS, FleetStore
-from nightear.labels import LABEL_OF_VERDICT, NIGHT_STARTS_AT_NOON, Export, _read_rows
+from nightear.labels import LABEL_OF_VERDICT, NIGHT_STARTS_AT_NOON, Export, _read_rows, write_labels
 from nightear.sinks import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE
 from nightear.sinks.clips import clip_name
-from nightear.sinks.metrics import write_atomically
 
 
 def export_events(store: FleetStore, fmt: str, out: TextIO, since: datetime | None = None) -> int:
@@ -105,12 +103,5 @@ def export_judged(store: FleetStore, out: Path) -> Export:
                          "verdict_at": at}
         result.written[label] = result.written.get(label, 0) + 1
     if result.written:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows[path] for path in sorted(rows))
-        try:
-            write_atomically(labels_csv, text.getvalue())
-        except OSError as exc:
-            raise ConfigError(f"{labels_csv}: cannot write it ({exc.strerror or exc})") from None
+        write_labels(labels_csv, columns, rows)
     return result
