@@ -17,8 +17,8 @@ from nightear_training.data import ALL_SOURCES, load_clips, load_folder, split_s
 from nightear_training.fetch import RAW_URL, FetchError, fetch_data
 
 TRAIN_EXTRA = "pip install 'nightear[train]' (or -e '.[train]' in a clone)"
-RECIPE_NAMES = ("plain", "field")  # `recipe.RECIPES`' keys, here without importing torch
-DEFAULT_RECIPE = "plain"  # the shipped model's: `recipe.DEFAULT_RECIPE`
+RECIPE_NAMES = ("field", "plain")  # `recipe.RECIPES`' keys, here without importing torch
+DEFAULT_RECIPE = "field"  # the shipped model's: `recipe.DEFAULT_RECIPE`
 
 
 def main(argv: list[str] | None = None) -> int:
