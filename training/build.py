@@ -179,11 +179,12 @@ def requantize(config: BuildConfig = BuildConfig(), log: Callable[[str], None] =
     base = config.out_dir / config.name
     fp32_path, int8_path = Path(f"{base}.fp32.onnx"), Path(f"{base}.onnx")  # as `build` names them
     metrics = json.loads(Path(f"{base}.metrics.json").read_text())
-    clips = load_clips(config.data_root, config.sources)
-    audio = load_bank(clips, config.recipe.frontend)
+    recipe, sources = _built_with(metrics, base)
+    clips = load_clips(config.data_root, sources)
+    audio = load_bank(clips, recipe.frontend)
     train_clips = [c for c in clips if c.split == "train"]
     quantize_int8(fp32_path, int8_path, _calibration_windows(
-        config.recipe, train_clips, audio, librosa_mel_basis(config.recipe.frontend)))
+        recipe, train_clips, audio, librosa_mel_basis(recipe.frontend)))
     metrics["model"]["bytes"] = int8_path.stat().st_size
     metrics["requantized"] = _machine()
     metrics.update(evaluate_model(OnnxClassifier(int8_path), OnnxClassifier(fp32_path), clips, audio,
@@ -201,21 +202,30 @@ def add_same_site(config: BuildConfig = BuildConfig(),
 
     base = config.out_dir / config.name
     metrics = json.loads(Path(f"{base}.metrics.json").read_text())
-    built = metrics["training"]["recipe"]
-    current = json.loads(json.dumps(msgspec.to_builtins(config.recipe)))  # tuples as JSON lists
-    # a knob added since the build is absent from its metrics: it ran at the knob's default
-    if any((built.get(part) or {}).get(k, v) != v for part in current if current[part]
-           for k, v in current[part].items()) or bool(built.get("plain")) != bool(current.get("plain")):
-        raise ValueError(f"{base}.metrics.json: built with another recipe than this code's default; "
-                         "rebuild it with build-default")
-    clips = load_clips(config.data_root, config.sources)
-    audio = load_bank(clips, config.recipe.frontend)
-    same = same_site(config.recipe, clips, audio, librosa_mel_basis(config.recipe.frontend),
+    recipe, sources = _built_with(metrics, base)
+    clips = load_clips(config.data_root, sources)
+    audio = load_bank(clips, recipe.frontend)
+    same = same_site(recipe, clips, audio, librosa_mel_basis(recipe.frontend),
                      int(metrics["training"]["epochs_run"]), float(metrics["model"]["threshold"]), log)
     metrics["same_site"] = {**same, "machine": _machine()}
     _write(config, metrics)
     log(f"added the same-site figures to {base}.metrics.json and rewrote its card and report")
     return metrics
+
+
+def _built_with(metrics: dict, base: Path) -> tuple[Recipe, tuple[str, ...]]:
+    """The recipe (of `RECIPES`, by the name the build recorded; 3.4.0's and earlier: the field
+    recipe) and the sources a built model was made from; refused when this code's recipe of
+    that name is not the one its metrics record."""
+    built = metrics["training"]["recipe"]
+    recipe = RECIPES[metrics["training"].get("recipe_name", "field")]
+    current = json.loads(json.dumps(msgspec.to_builtins(recipe)))  # tuples as JSON lists
+    # a knob added since the build is absent from its metrics: it ran at the knob's default
+    if any((built.get(part) or {}).get(k, v) != v for part in current if current[part]
+           for k, v in current[part].items()) or bool(built.get("plain")) != bool(current.get("plain")):
+        raise ValueError(f"{base}.metrics.json: built with another recipe than this code's of that "
+                         "name; rebuild it with build-default")
+    return recipe, tuple(metrics["model"]["sources"])
 
 
 def _heldout(config: BuildConfig, clips: list[Clip], audio: dict, mel_basis,
