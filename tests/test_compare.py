@@ -115,7 +115,7 @@ def test_fit_check_counts_each_outdoor_recording_as_nightear_detect_does(data_ro
     from nightear_training.compare import fit_of_file
 
     model = Path(__file__).resolve().parent.parent / "models" / "nightear-drone.onnx"
-    result = fit_of_file(model, data_root)
+    result = fit_of_file(model, data_root, ("svanstrom-outdoor",))
     svanstrom = result["drones"]["svanstrom"]
     files = sorted((data_root / "svanstrom-outdoor" / "drone").glob("*.flac"))
     assert svanstrom["of"] == len(files) > 0

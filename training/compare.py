@@ -182,14 +182,16 @@ def _batched(score: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> 
     return np.concatenate([score(windows[i : i + 512]) for i in range(0, len(windows), 512)])
 
 
-def fit_of_file(model_path: Path, data_root: Path | None = None) -> dict[str, object]:
-    """`fit` of a model file on the shared sets it names as its training sources, at its own
-    threshold, scored by the daemon's classifier (INT8 as shipped)."""
+def fit_of_file(model_path: Path, data_root: Path | None = None,
+                sources: tuple[str, ...] | None = None) -> dict[str, object]:
+    """`fit` of a model file on the shared sets it names as its training sources (or those of
+    them given), at its own threshold, scored by the daemon's classifier (INT8 as shipped)."""
     from nightear.classifier import OnnxClassifier
 
     classifier = OnnxClassifier(model_path)
-    sources = tuple(json.loads(classifier.info.metadata.get("training_sources", "null"))
+    trained = tuple(json.loads(classifier.info.metadata.get("training_sources", "null"))
                     or (DRONE_AUDIO_DATASET,))
+    sources = tuple(s for s in trained if sources is None or s in sources)
     recipe = RECIPES["field"]
     clips = load_clips(data_root, sources)
     audio = load_bank(clips, recipe.frontend)
