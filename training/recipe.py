@@ -54,8 +54,9 @@ PLAIN = Recipe(
     plain=PlainConfig(),
 )
 RECIPES = {"field": Recipe(), "plain": PLAIN}  # selectable by name (`--recipe`)
-# The shipped model's (3.4.0's field recipe): the plain recipe hears what it trained on but, held
-# out by site, fewer drones at one false alarm an hour (models/nightear-drone.history.md, 4.0.0 work)
+# The shipped model's (3.4.0's field recipe): the plain recipe hears what it trained on far better,
+# but held out by site it raises two to four times the false alarms for as many drones
+# (models/nightear-drone.history.md, 4.0.0 work)
 DEFAULT_RECIPE = "field"
 
 
