@@ -125,17 +125,16 @@ def spread(runs: Sequence[dict]) -> dict[str, object]:
 
 
 def _flatten(tree: object, prefix: str = "") -> dict[str, float]:
+    """A summary's numbers by dotted path; a `heard/of` count as two numbers (`path`, `path.of`)."""
     out: dict[str, float] = {}
     if isinstance(tree, dict):
         for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}." if not prefix else f"{prefix}{k}."))
+            out.update(_flatten(v, f"{prefix}{k}."))
     elif isinstance(tree, str) and "/" in tree and tree.replace("/", "").isdigit():
         heard, of = (int(x) for x in tree.split("/"))
         out[prefix.rstrip(".")] = heard
         out[prefix.rstrip(".") + ".of"] = of
-    elif isinstance(tree, bool):
-        pass
-    elif isinstance(tree, int | float):
+    elif isinstance(tree, int | float) and not isinstance(tree, bool):
         out[prefix.rstrip(".")] = tree
     return out
 
