@@ -61,7 +61,7 @@ def sites_section(metrics: dict[str, Any]) -> list[str]:
     amb = sites["ambience"]
     fa = held["false_alarm_curve"]
     minutes = ", ".join(f"{k} {v}" for k, v in fa["minutes_by_source"].items())
-    drones = [[d, SITE_OF.get(d, d), *(v.get(lvl, "-") for lvl in LEVELS)]
+    drones = [[d, SITE_OF.get(d.split(" ")[0], ""), *(v.get(lvl, "-") for lvl in LEVELS)]
               for d, v in sites["drones"].items()]
     shares = sites["share_by_level"]
     drones.append(["mean share over drones", "", *(f"{shares[lvl]:.0%}" for lvl in LEVELS)])
