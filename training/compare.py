@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightear.frontend import MelBasis, librosa_mel_basis, log_mel
+from nightear.frontend import MelBasis, librosa_mel_basis
 from nightear_training.data import (
     ALL_SOURCES,
     DRONE_AUDIO_DATASET,
@@ -32,12 +32,13 @@ from nightear_training.data import (
     lab_test_clips,
     load_clips,
 )
-from nightear_training.features import clip_windows, eval_hop_frames, pad_to
 from nightear_training.heldout import (
     SITE_FOLDS,
     TOY_FOLDS,
     leave_one_drone_out,
+    recording_windows,
     recordings,
+    scored,
 )
 from nightear_training.per_recording import Scores, event_score, range_curve, table, threshold_setters
 from nightear_training.recipe import RECIPES, Recipe, load_bank
@@ -152,7 +153,8 @@ def fit(score: Callable[[np.ndarray], np.ndarray], trained: Sequence[Clip], audi
         heard = []
         for name, y in recordings([c for c in usable if c.is_drone and c.drone == drone], audio,
                                   fe.sample_rate):
-            heard.append((name, event_score(_batched(score, _windows(y, recipe, mel_basis))) >= threshold))
+            heard.append((name, event_score(scored(score, recording_windows(y, recipe, mel_basis)))
+                          >= threshold))
         out[drone] = {"heard": sum(h for _, h in heard), "of": len(heard),
                       "missed": [n for n, h in heard if not h][:20]}
     outdoor = [v for d, v in out.items() if d not in ("bebop", "mambo")]
@@ -160,25 +162,14 @@ def fit(score: Callable[[np.ndarray], np.ndarray], trained: Sequence[Clip], audi
         "threshold": threshold, "drones": out,
         "outdoor": {"heard": sum(int(v["heard"]) for v in outdoor), "of": sum(int(v["of"]) for v in outdoor)},
     }
-    lab = [c for c in lab_test_clips(usable)]
+    lab = lab_test_clips(usable)
     if lab:
         right = 0
         for c in lab:
-            mean = float(_batched(score, _windows(audio[c.path], recipe, mel_basis)).mean())
+            mean = float(scored(score, recording_windows(audio[c.path], recipe, mel_basis)).mean())
             right += int((mean >= threshold) == c.is_drone)
         result["lab_test_split"] = {"clips": len(lab), "accuracy": round(right / len(lab), 4)}
     return result
-
-
-def _windows(y: np.ndarray, recipe: Recipe, mel_basis: MelBasis) -> np.ndarray:
-    """A recording's windows, cut as the daemon cuts them."""
-    fe, width = recipe.frontend, recipe.train.window_frames
-    return clip_windows(log_mel(pad_to(y, fe.samples_for_frames(width)), fe, mel_basis), width,
-                        eval_hop_frames(fe))
-
-
-def _batched(score: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> np.ndarray:
-    return np.concatenate([score(windows[i : i + 512]) for i in range(0, len(windows), 512)])
 
 
 def fit_of_file(model_path: Path, data_root: Path | None = None,

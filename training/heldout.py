@@ -176,16 +176,27 @@ class FoldItems:
     lab_clips: list[Item] = field(default_factory=list)  # DroneAudioDataset test split, per clip
 
 
+def recording_windows(y: np.ndarray, recipe: Recipe, mel_basis: MelBasis) -> np.ndarray:
+    """A recording's windows (k, n_mels, frames), cut as the daemon cuts them."""
+    fe, width = recipe.frontend, recipe.train.window_frames
+    return clip_windows(log_mel(pad_to(y, fe.samples_for_frames(width)), fe, mel_basis), width,
+                        eval_hop_frames(fe))
+
+
+def scored(score: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> np.ndarray:
+    """Window probabilities, scored 512 windows at a time (a long recording's windows at once
+    would hold the network's activations for all of them)."""
+    return np.concatenate([score(windows[i : i + 512]) for i in range(0, len(windows), 512)])
+
+
 def fold_items(fold: Fold, held: Sequence[Clip], audio: dict[Path, np.ndarray], recipe: Recipe,
                mel_basis: MelBasis, seed: int = 0) -> FoldItems:
     """Cut the held-out clips of one fold into the items it is scored on (features once)."""
-    fe, width = recipe.frontend, recipe.train.window_frames
-    rate = fe.sample_rate
+    rate = recipe.frontend.sample_rate
     rng = np.random.default_rng(seed)
 
     def windows(y: np.ndarray) -> np.ndarray:
-        return clip_windows(log_mel(pad_to(y, fe.samples_for_frames(width)), fe, mel_basis), width,
-                            eval_hop_frames(fe))
+        return recording_windows(y, recipe, mel_basis)
 
     items = FoldItems(fold.name)
     ambience = [audio[c.path] for c in held if c.source == AMBIENCE] or [
@@ -235,7 +246,7 @@ def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems) -> 
     """Window probabilities of every item by one model (recordings, streams, kinds), and each
     lab clip's mean: the decision logic is applied later, so any settings can be rescored."""
     def probs(item: Item) -> np.ndarray:
-        return np.concatenate([score(item.windows[i : i + 512]) for i in range(0, len(item.windows), 512)])
+        return scored(score, item.windows)
 
     return {
         "recordings": [(r.name, r.group, r.level_db, probs(r)) for r in items.recordings],
