@@ -155,3 +155,41 @@ def test_the_command_line_offers_exactly_the_recipes_there_are():
     from nightear_training.recipe import DEFAULT_RECIPE, RECIPES
 
     assert set(cli.RECIPE_NAMES) == set(RECIPES) and cli.DEFAULT_RECIPE == DEFAULT_RECIPE
+
+
+def test_a_stored_run_thinned_to_half_the_windows_is_what_the_unit_scores_at_half_the_rate():
+    # an engineer weighing fewer windows a second (half the classifier's cost) rescores a stored
+    # run instead of training again: that only holds if the thinned run is what the unit meets
+    import soundfile as sf
+
+    from nightear.classifier import OnnxClassifier
+    from nightear.decision import DecisionConfig
+    from nightear.pipeline import Detector
+    from nightear_training.evaluate import count_events
+    from nightear_training.per_recording import at_hop, open_delays, thinned
+
+    root = Path(__file__).resolve().parents[1]
+    classifier = OnnxClassifier(root / "models" / "nightear-drone.onnx")
+    audio, rate = sf.read(root / "examples" / "drone-pass.flac", dtype="float32", always_2d=True)
+    assert rate == classifier.info.frontend.sample_rate
+    mono = audio.mean(axis=1)
+    threshold = classifier.info.threshold
+
+    def unit(hop_seconds: float, decision: DecisionConfig) -> tuple[np.ndarray, int]:
+        detector = Detector(classifier, decision, hop_seconds)
+        out = detector.push(mono)
+        opened = sum(c.kind == "open" for c in out.changes + detector.finish())
+        return np.array([s.p for s in out.scores]), opened
+
+    fast, _ = unit(0.25, DecisionConfig())
+    half = at_hop(DecisionConfig(), 2)
+    assert (half.smooth_windows, half.close_windows) == (4, 2)  # the same 2-s mean and 1-s close
+    slow, opened = unit(0.5, half)
+    stored = {"recordings": [("pass", "drone", 0, fast)], "streams": [("ambience", 60.0, np.zeros(240))],
+              "kinds": [], "lab_clips": []}
+    run = thinned(stored, 2)
+    np.testing.assert_allclose(run["recordings"][0][3], slow, atol=1e-6)
+    assert opened >= 1 and count_events([run["recordings"][0][3]], threshold, half) == opened
+    # its alert comes within the pass, no earlier than one window has been heard
+    (delay,) = open_delays(run, threshold, 0.5, 1.0, half)
+    assert 1.0 <= delay <= len(mono) / rate

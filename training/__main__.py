@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--model", type=Path, required=True)
     o.add_argument("--site", choices=("svanstrom", "purdue", "gunhoo"), required=True)
     o.add_argument("--data", type=Path)
+    h = sub.add_parser("hop", help="a compare run's stored scores as if one window in K were scored "
+                       "(fewer windows a second): drones heard, false alarms and alert delay per K")
+    h.add_argument("runs", type=Path, nargs="+", metavar="RUN.pkl")
+    h.add_argument("--every", type=int, nargs="+", default=[1, 2], metavar="K")
     s = sub.add_parser("split", help="print the grouped split's counts and hashes as JSON")
     s.add_argument("--data", type=Path)
     f = sub.add_parser("fetch-data", help="download the public recordings into DIR, laid out as "
@@ -124,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
         from nightear_training.compare import file_on_site
 
         print(json.dumps(file_on_site(args.model, args.site, args.data), indent=1))
+        return 0
+    if args.command == "hop":
+        import pickle
+
+        from nightear_training.compare import hop_comparison
+
+        print(json.dumps({str(run): hop_comparison(pickle.loads(run.read_bytes()), args.every)
+                          for run in args.runs}, indent=1))
         return 0
     if args.command == "split":
         print(json.dumps(split_summary(load_clips(args.data, ALL_SOURCES)), indent=2))

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nightear.decision import DecisionConfig
 from nightear.frontend import MelBasis, librosa_mel_basis
+from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear_training.data import (
     ALL_SOURCES,
     DRONE_AUDIO_DATASET,
@@ -32,6 +34,7 @@ from nightear_training.data import (
     lab_test_clips,
     load_clips,
 )
+from nightear_training.evaluate import threshold_for_rate
 from nightear_training.heldout import (
     SITE_FOLDS,
     TOY_FOLDS,
@@ -40,29 +43,40 @@ from nightear_training.heldout import (
     recordings,
     scored,
 )
-from nightear_training.per_recording import Scores, event_score, range_curve, table, threshold_setters
+from nightear_training.per_recording import (
+    Scores,
+    at_hop,
+    event_score,
+    false_alarms,
+    open_delays,
+    range_curve,
+    table,
+    thinned,
+    threshold_setters,
+)
 from nightear_training.recipe import RECIPES, Recipe, load_bank
 
 FIXED_THRESHOLDS = (0.9, 0.95)  # beside each seed's own 1/h threshold: comparable across runs
 FOLD_SETS = {"sites": SITE_FOLDS, "all": (*TOY_FOLDS, *SITE_FOLDS)}
 
 
-def figures(scores: Scores, threshold: float) -> dict[str, object]:
+def figures(scores: Scores, threshold: float,
+            decision: DecisionConfig = DecisionConfig()) -> dict[str, object]:
     """What the field would see at `threshold`: outdoor drones heard per site and level, the
     range curve, negatives with an event, false alarms per hour per kind, the recordings that
     set the threshold."""
-    at = table(scores, threshold)
+    at = table(scores, threshold, decision)
     return {
         "threshold": round(threshold, 5),
         "drones": {g: {lvl: f"{v['heard']}/{v['of']}" for lvl, v in levels.items()}
                    for g, levels in at["drones"].items()},
         "share_by_level": at["mean_share_over_drones"],
-        "gunhoo_range": range_curve(scores, threshold),
+        "gunhoo_range": range_curve(scores, threshold, decision=decision),
         "helicopters": f"{at['helicopters']['with_event']}/{at['helicopters']['of']}",
         "backgrounds": f"{at['backgrounds']['with_event']}/{at['backgrounds']['of']}",
         "ambience": at["ambience"],
         "hard_negatives_per_hour": {k: v["events_per_hour"] for k, v in at["hard_negatives"].items()},
-        "threshold_setters": threshold_setters(scores, threshold),
+        "threshold_setters": threshold_setters(scores, threshold, decision=decision),
     }
 
 
@@ -137,6 +151,27 @@ def _flatten(tree: object, prefix: str = "") -> dict[str, float]:
         out[prefix.rstrip(".") + ".of"] = of
     elif isinstance(tree, int | float) and not isinstance(tree, bool):
         out[prefix.rstrip(".")] = tree
+    return out
+
+
+def hop_comparison(scores: Scores, every: Sequence[int] = (1, 2), target_per_hour: float = 1.0,
+                   window_seconds: float = 1.0) -> dict[str, object]:
+    """A stored run's figures had the unit scored one window in `k` (the classifier's cost over
+    `k`), for each `k`: its own threshold for `target_per_hour` and the fixed ones, the drones
+    heard, false alarms, and how long each heard recording waits for its alert (median, p90)."""
+    out: dict[str, object] = {}
+    for k in every:
+        run, decision = thinned(scores, k), at_hop(DecisionConfig(), k)
+        own = threshold_for_rate(false_alarms(run, decision=decision)["curve"], target_per_hour)
+        row: dict[str, object] = {"hop_seconds": DEFAULT_HOP_SECONDS * k, "decision": {
+            "smooth_windows": decision.smooth_windows, "close_windows": decision.close_windows}}
+        for name, t in (("at_1_per_hour", own), *((f"at_{t}", t) for t in FIXED_THRESHOLDS)):
+            delays = open_delays(run, t, DEFAULT_HOP_SECONDS * k, window_seconds, decision)
+            row[name] = {**figures(run, t, decision),
+                         "open_delay_s": {"recordings": len(delays),
+                                          "median": float(np.median(delays)) if delays else None,
+                                          "p90": float(np.percentile(delays, 90)) if delays else None}}
+        out[f"every_{k}"] = row
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import chi2
 
-from nightear.decision import DecisionConfig
+from nightear.decision import DecisionConfig, EventTracker, WindowScore
 from nightear_training.evaluate import count_events, false_alarm_curve, threshold_for_rate
 
 LEVELS_DB = (0, -10, -20, -30)  # as recorded, then fainter
@@ -192,3 +192,40 @@ def range_curve(scores: Scores, threshold: float, group: str = "gunhoo",
             counts[0] += int(event_score(p, decision) >= threshold)
             counts[1] += 1
     return {f"{d} m": {"heard": h, "of": n} for d, (h, n) in sorted(curve.items())}
+
+
+def thinned(scores: Scores, every: int) -> Scores:
+    """`scores` as a unit scoring one window in `every` would have scored them (the same
+    windows, `every` times the hop): what fewer windows a second would cost, without training."""
+    def keep(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p)[::every]
+
+    return {**scores,
+            "recordings": [(n, g, lvl, keep(p)) for n, g, lvl, p in scores["recordings"]],
+            "streams": [(g, secs, keep(p)) for g, secs, p in scores["streams"]],
+            "kinds": [(k, secs, keep(p)) for k, secs, p in scores["kinds"]]}
+
+
+def at_hop(decision: DecisionConfig, every: int) -> DecisionConfig:
+    """The decision logic over the same seconds when one window in `every` is scored."""
+    return DecisionConfig(decision.threshold, max(1, decision.smooth_windows // every),
+                          max(1, decision.open_windows // every), max(1, decision.close_windows // every))
+
+
+def open_delays(scores: Scores, threshold: float, hop_seconds: float, window_seconds: float,
+                decision: DecisionConfig = DecisionConfig()) -> list[float]:
+    """Seconds from a drone recording's start (as it arrives in scored ambience, `arriving`) to
+    the end of the window on which the decision logic opens its event, for each recording
+    heard as recorded: how long an operator waits for the alert."""
+    lead = decision.smooth_windows - 1
+    delays = []
+    for _, group, level, p in arriving(scores, lead)["recordings"]:
+        if level != 0 or group in ("helicopter", "background"):
+            continue
+        tracker = EventTracker(decision, threshold)
+        for i, value in enumerate(p):
+            if any(c.kind == "open" for c in tracker.push(WindowScore(i, i + 1, float(value)))):
+                if i >= 2 * lead:  # opened on the drone, not on the ambience leading it in
+                    delays.append(round((i - 2 * lead) * hop_seconds + window_seconds, 3))
+                break
+    return delays
