@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("recipes", nargs="+", choices=RECIPE_NAMES, metavar="RECIPE",
                    help=f"one or more of {', '.join(RECIPE_NAMES)}")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    c.add_argument("--folds", choices=("sites", "all"), default="sites",
-                   help="sites: the three outdoor sites; all: the indoor toys too")
+    c.add_argument("--folds", choices=("sites", "all", "fit"), default="sites",
+                   help="sites: the three outdoor sites; all: the indoor toys too; fit: none held "
+                        "out, one model on every set counted on its own recordings (quicker)")
     c.add_argument("--processes", type=int, default=2, help="seeds trained at once, one core each")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--data", type=Path)
