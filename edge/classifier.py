@@ -95,18 +95,26 @@ def read_model_info(path: Path, metadata: dict[str, str], sha256: str) -> ModelI
 
 def _check_decision_metadata(path: Path, text: str | None) -> None:
     """The decision logic the threshold was chosen for (`decision`, optional): a JSON object of
-    DecisionConfig's whole-number settings, so every command reads it alike or refuses the model."""
+    DecisionConfig's whole-number settings and the hop in seconds their windows are of, so every
+    command reads it alike or refuses the model."""
     if text is None:
         return
     try:
         chosen = json.loads(text)
     except ValueError:
         chosen = None
-    fields = DecisionConfig.__struct_fields__
-    if not isinstance(chosen, dict) or not all(
-            k in fields and isinstance(v, int) and not isinstance(v, bool) for k, v in chosen.items()):
-        raise ModelError(f"{path}: metadata decision must be a JSON object of whole numbers such as "
-                         f'{{"smooth_windows": 8, "open_windows": 1}}, got {text[:80]}')
+
+    def valid(k: str, v: object) -> bool:
+        if isinstance(v, bool):
+            return False
+        if k == "hop_seconds":
+            return isinstance(v, int | float) and 0.0 < v <= 5.0
+        return k in DecisionConfig.__struct_fields__ and isinstance(v, int)
+
+    if not isinstance(chosen, dict) or not all(valid(k, v) for k, v in chosen.items()):
+        raise ModelError(f"{path}: metadata decision must be a JSON object of whole numbers and a hop "
+                         f'such as {{"smooth_windows": 4, "open_windows": 1, "hop_seconds": 0.5}}, '
+                         f"got {text[:80]}")
 
 
 def check_frontend(info: ModelInfo, expected: FrontendConfig) -> None:

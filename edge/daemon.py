@@ -79,7 +79,8 @@ class Listener:
         self._window_s = 0.0
         self.low_freq = LowFrequencyMeter(classifier.info.frontend.sample_rate)
         self.mqtt = self._forwarder(config_folder)
-        if note := mismatch(settings.decision, classifier.info.metadata.get("decision")):
+        if note := mismatch(settings.decision, classifier.info.metadata.get("decision"),
+                             settings.model.hop_seconds):
             log(f"nightear: warning: {note}")
 
     def _forwarder(self, config_folder: Path | None) -> EventForwarder | None:

@@ -16,14 +16,13 @@ import soxr
 
 from nightear.array import ArrayStage, Bearing, ChannelMix
 from nightear.classifier import OnnxClassifier
-from nightear.decision import DecisionConfig, EventChange, EventTracker, WindowScore
+from nightear.decision import DEFAULT_HOP_SECONDS, DecisionConfig, EventChange, EventTracker, WindowScore
 from nightear.errors import AudioError
 from nightear.frontend import StreamingLogMel
 from nightear.geometry import ArraySettings
 
 Locator = Callable[[float, float], Bearing | None]
 
-DEFAULT_HOP_SECONDS = 0.25  # one window scored about every quarter second
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def check(settings: Settings, load: Callable[[], OnnxClassifier], say: Callable[
     geometry = settings.geometry
     if attempt("model", model):
         chosen_for = loaded[0].info.metadata.get("decision")
-        if note := mismatch(settings.decision, chosen_for):
+        if note := mismatch(settings.decision, chosen_for, settings.model.hop_seconds):
             say(f"decision: warning: {note}")
         elif chosen_for:
             say(f"decision: ok (as the model's threshold was chosen: {chosen_for})")

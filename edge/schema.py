@@ -18,7 +18,7 @@ from nightear.errors import NightearError
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a longer event track is thinned to fit (see MAX_TRACK_POINTS)
 CLIP_PART_BYTES = 160 * 1024  # FLAC bytes per clip message: base64 and the envelope stay under the limit
-MAX_TRACK_POINTS = 1200  # 5 minutes of windows at 0.25 s
+MAX_TRACK_POINTS = 1200  # 10 minutes of windows at the default 0.5 s
 TOPIC_ROOT = "nightear"
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]  # MQTT-topic safe
 

@@ -60,7 +60,7 @@ def test_check_warns_when_the_config_smooths_otherwise_than_the_threshold_was_ch
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("decision:")]
     assert line.startswith("decision: warning: decision.open_windows is 2, the model's threshold was "
                            "chosen for 1; decision.smooth_windows is 1, the model's threshold was "
-                           "chosen for 8")
+                           "chosen for 4 (in windows of 0.5 s")
 
 
 def test_check_names_each_folder_the_service_cannot_write(home: Path) -> None:

@@ -84,9 +84,9 @@ def test_scores_prints_one_line_per_window() -> None:
     drone = [x for x in lines if x["file"] == DRONE]
     night = [x for x in lines if x["file"] == NIGHT]
     assert set(drone[0]) == {"file", "t_s", "p"}
-    # 5 s of audio, 0.992-s windows (15,872 samples) every 0.25 s (4,000 samples)
-    assert len(drone) == int((sf.info(DRONE).frames - 15872) / 4000) + 1
-    assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.25, atol=1e-3)
+    # 5 s of audio, 0.992-s windows (15,872 samples) every 0.5 s (8,000 samples)
+    assert len(drone) == int((sf.info(DRONE).frames - 15872) / 8000) + 1
+    assert np.allclose(np.diff([float(x["t_s"]) for x in drone]), 0.5, atol=1e-3)
     threshold = json.loads(run_cli("info").stdout)["threshold"]
     over = [float(x["p"]) >= threshold for x in drone]
     assert any(a and b for a, b in zip(over, over[1:], strict=False))  # two in a row: an alarm

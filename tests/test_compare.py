@@ -163,10 +163,10 @@ def test_a_stored_run_thinned_to_half_the_windows_is_what_the_unit_scores_at_hal
     import soundfile as sf
 
     from nightear.classifier import OnnxClassifier
-    from nightear.decision import DecisionConfig
+    from nightear.decision import DecisionConfig, mismatch, rescaled
     from nightear.pipeline import Detector
     from nightear_training.evaluate import count_events
-    from nightear_training.per_recording import at_hop, open_delays, thinned
+    from nightear_training.per_recording import open_delays, thinned
 
     root = Path(__file__).resolve().parents[1]
     classifier = OnnxClassifier(root / "models" / "nightear-drone.onnx")
@@ -181,9 +181,13 @@ def test_a_stored_run_thinned_to_half_the_windows_is_what_the_unit_scores_at_hal
         opened = sum(c.kind == "open" for c in out.changes + detector.finish())
         return np.array([s.p for s in out.scores]), opened
 
-    fast, _ = unit(0.25, DecisionConfig())
-    half = at_hop(DecisionConfig(), 2)
-    assert (half.smooth_windows, half.close_windows) == (4, 2)  # the same 2-s mean and 1-s close
+    four = rescaled(DecisionConfig(), 0.5, 0.25)
+    assert (four.smooth_windows, four.open_windows, four.close_windows) == (8, 1, 4)  # 3.4.0's
+    fast, _ = unit(0.25, four)
+    half = rescaled(four, 0.25, 0.5)
+    assert half == DecisionConfig()  # the same 2-s mean and 1-s close, counted in half the windows
+    # and a model whose threshold was chosen at four windows a second takes it without a warning
+    assert mismatch(half, classifier.info.metadata["decision"], 0.5) is None
     slow, opened = unit(0.5, half)
     stored = {"recordings": [("pass", "drone", 0, fast)], "streams": [("ambience", 60.0, np.zeros(240))],
               "kinds": [], "lab_clips": []}

@@ -91,24 +91,34 @@ def test_without_an_array_events_have_no_bearing() -> None:
 
 
 def test_the_default_two_second_mean_ignores_a_burst_and_hears_a_pass() -> None:
+    hop = 0.5  # the default: two windows a second
+
     def events(probs: list[float]) -> list[EventChange]:
         tracker, out = EventTracker(DecisionConfig(), threshold=0.5), []
         for i, p in enumerate(probs):
-            out += tracker.push(WindowScore(i * HOP_S, i * HOP_S + WINDOW_S, p))
+            out += tracker.push(WindowScore(i * hop, i * hop + WINDOW_S, p))
         return out + tracker.flush()
 
-    quiet = [0.1] * 8
-    assert events(quiet + [0.99, 0.99, 0.99] + quiet) == []  # 0.75 s of a toad's buzz
-    opened, closed = (c.event for c in events(quiet + [0.9] * 12 + quiet))
-    assert 8 * HOP_S < opened.end_s - WINDOW_S <= 12 * HOP_S  # a 3-s pass, heard within its first second
-    assert opened.start_s == closed.start_s == 8 * HOP_S  # yet the event starts where the pass did
-    assert closed.end_s == 19 * HOP_S + WINDOW_S
+    quiet = [0.1] * 4
+    assert events(quiet + [0.99] + quiet) == []  # a toad's short buzz, in one window
+    opened, closed = (c.event for c in events(quiet + [0.9] * 6 + quiet))
+    assert 4 * hop < opened.end_s - WINDOW_S <= 6 * hop  # a 3-s pass, heard within its first second
+    assert opened.start_s == closed.start_s == 4 * hop  # yet the event starts where the pass did
+    assert closed.end_s == 9 * hop + WINDOW_S  # and ends where it did
 
 
 def test_a_config_that_smooths_otherwise_than_the_model_was_thresholded_for_is_named() -> None:
-    chosen_for = '{"smooth_windows": 8, "open_windows": 1, "close_windows": 4}'
-    assert mismatch(DecisionConfig(), chosen_for) is None
+    chosen_for = '{"smooth_windows": 8, "open_windows": 1, "close_windows": 4}'  # 3.4.0: 0.25-s windows
+    assert mismatch(DecisionConfig(), chosen_for) is None  # 4 and 2 windows of 0.5 s: the same seconds
+    assert mismatch(DecisionConfig(smooth_windows=8, close_windows=4), chosen_for, 0.25) is None
     assert mismatch(DecisionConfig(smooth_windows=1), None) is None  # an older model does not say
     note = mismatch(DecisionConfig(smooth_windows=1, close_windows=6), chosen_for)
-    assert note is not None and "decision.smooth_windows is 1" in note and "chosen for 8" in note
+    assert note is not None and "decision.smooth_windows is 1" in note and "chosen for 4" in note
     assert "decision.close_windows is 6" in note and "open_windows" not in note
+    assert "windows of 0.5 s" in note
+    # a config written for four windows a second, run at two: a 4-s mean, named
+    note = mismatch(DecisionConfig(smooth_windows=8, close_windows=4), chosen_for, 0.5)
+    assert note is not None and "decision.smooth_windows is 8" in note and "chosen for 4" in note
+    newer = '{"smooth_windows": 4, "open_windows": 1, "close_windows": 2, "hop_seconds": 0.5}'
+    assert mismatch(DecisionConfig(), newer) is None
+    assert "chosen for 8" in (mismatch(DecisionConfig(), newer, 0.25) or "")

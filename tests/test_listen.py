@@ -28,7 +28,7 @@ def test_live_stream_scores_like_detect_on_the_same_audio(fake_mic, tmp_path: Pa
     offline = run_cli("detect", "--scores", str(EXAMPLE))
     live_scores = [json.loads(line) for line in live.stdout.splitlines()]
     file_scores = [json.loads(line) for line in offline.stdout.splitlines()][: len(live_scores)]
-    assert len(live_scores) == int((12 * 16000 - 15872) / 4000) + 1
+    assert len(live_scores) == int((12 * 16000 - 15872) / 8000) + 1  # a window every 0.5 s
     assert [(s["t_s"], s["p"]) for s in live_scores] == [(s["t_s"], s["p"]) for s in file_scores]
     assert np.ptp([s["p"] for s in live_scores]) > 0.5  # the drone came and the scores moved
 
@@ -117,7 +117,8 @@ def test_metrics_file_and_systemd_notify(fake_mic, tmp_path: Path) -> None:  # t
     values = {line.split("{")[0]: float(line.split()[-1])
               for line in prom.read_text().splitlines() if not line.startswith("#")}
     assert values["nightear_audio_seconds_total"] == pytest.approx(4.5)
-    assert values["nightear_windows_scored_total"] == 15 and values["nightear_events_total"] == 1
+    # 4.5 s of audio: a 0.992-s window every 0.5 s
+    assert values["nightear_windows_scored_total"] == 8 and values["nightear_events_total"] == 1
     assert values["nightear_real_time_factor"] > 1 and values["nightear_peak_rss_bytes"] > 0
     assert 'node="post-7"' in prom.read_text()
     assert not [p for p in prom.parent.iterdir() if p.name.startswith(".")]  # no temp file left

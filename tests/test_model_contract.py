@@ -57,7 +57,9 @@ def test_every_command_refuses_a_model_whose_output_is_no_probability(model_path
     assert "Traceback" not in check.stderr
 
 
-@pytest.mark.parametrize("value", ['[8, 1, 4]', '"8"', '{"smooth_windows": "8"}', '{"window": 8}', "eight"])
+@pytest.mark.parametrize("value", ['[8, 1, 4]', '"8"', '{"smooth_windows": "8"}', '{"window": 8}', "eight",
+                                   '{"smooth_windows": 4, "hop_seconds": 0}',
+                                   '{"smooth_windows": 4, "hop_seconds": "0.5"}'])
 def test_decision_metadata_of_another_type_is_refused_by_every_command(
         model_path: Path, tmp_path: Path, value: str) -> None:
     odd = edited_copy(model_path, tmp_path / "odd.onnx", decision=value)
@@ -69,6 +71,21 @@ def test_decision_metadata_of_another_type_is_refused_by_every_command(
             assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
             assert f"nightear: error: model: {odd}: metadata decision" in result.stderr or \
                 f"nightear: error: {odd}: metadata decision" in result.stderr, (args, result.stderr)
+
+
+def test_a_model_chosen_at_another_hop_is_taken_and_its_windows_rescaled(model_path: Path,
+                                                                         tmp_path: Path) -> None:
+    # a model whose threshold was chosen at four windows a second, run at the default two
+    chosen = '{"smooth_windows": 8, "open_windows": 1, "close_windows": 4, "hop_seconds": 0.25}'
+    four = edited_copy(model_path, tmp_path / "four.onnx", decision=chosen)
+    assert OnnxClassifier(four).info.metadata["decision"].endswith('"hop_seconds": 0.25}')
+    result = run_cli("check", "--model", str(four))
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("decision:")]
+    assert line.startswith("decision: ok"), result.stdout
+    (tmp_path / "fast.yaml").write_text("model:\n  hop_seconds: 0.25\n")  # the config's hop, not rescaled
+    result = run_cli("check", "--model", str(four), "--config", str(tmp_path / "fast.yaml"))
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("decision:")]
+    assert "decision.smooth_windows is 4, the model's threshold was chosen for 8" in line, line
 
 
 @pytest.mark.parametrize("labels", ['"drone"', '{"drone": 1}', '[1, 2]'])

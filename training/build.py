@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from nightear.classifier import OnnxClassifier
-from nightear.decision import DecisionConfig
+from nightear.decision import DEFAULT_HOP_SECONDS, DecisionConfig
 from nightear.frontend import librosa_mel_basis
 from nightear_training import card, report
 from nightear_training.compare import figures, fit
@@ -126,7 +126,8 @@ def build(config: BuildConfig = BuildConfig(), log: Callable[[str], None] = prin
         log(f"threshold {threshold:.4f} (fewest clip errors on the validation split, trained on)")
 
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    decision = {k: v for k, v in msgspec.to_builtins(DecisionConfig()).items() if k != "threshold"}
+    decision = {**{k: v for k, v in msgspec.to_builtins(DecisionConfig()).items() if k != "threshold"},
+                "hop_seconds": DEFAULT_HOP_SECONDS}  # the windows those counts are of
     metadata = model_metadata(frontend, mel_basis, recipe.train.window_frames, threshold, config.name,
                               config.version, manifest_sha256(clips),
                               extra={"training_sources": json.dumps(list(config.sources)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nightear.decision import DEFAULT_HOP_SECONDS, EARLIER_HOP_SECONDS
 from nightear_training.card_field import fit_section, seeds_section, sites_section
 
 SOURCE_NOTES = {
@@ -221,9 +222,12 @@ def _recipe_text(a: dict[str, Any]) -> str:
 def _decision_text(model: dict) -> str:
     """The decision logic the threshold was chosen for (models before 3.2.0 do not say)."""
     d = model.get("decision")
-    return (f", chosen for a moving mean over {d['smooth_windows']} windows, an event opening after "
-            f"{d['open_windows']} over it and closing after {d['close_windows']} under it (metadata "
-            "`decision`; other settings move the false alarms per hour)") if d else ""
+    if not d:
+        return ""
+    hop = d.get("hop_seconds", EARLIER_HOP_SECONDS)
+    return (f", chosen for a moving mean over {d['smooth_windows']} windows of {hop:g} s, an event "
+            f"opening after {d['open_windows']} over it and closing after {d['close_windows']} under it "
+            "(metadata `decision`; other settings move the false alarms per hour)")
 
 
 def _frontend_text(recipe: dict) -> str:
@@ -258,8 +262,8 @@ def render(metrics: dict[str, Any]) -> str:
         f"`{model['training_manifest_sha256']}`.", "",
         *_split_table(metrics["split"]), "",
         "## Test split (trained on: see the held-out sections for what it never heard)", "",
-        "Clip score = mean of its windows' probabilities (windows every 0.25 s, as the daemon "
-        "scores them).", "",
+        f"Clip score = mean of its windows' probabilities (windows every {DEFAULT_HOP_SECONDS:g} s, as "
+        "the daemon scores them).", "",
         *_results_table(test), "",
         f"Windows: ROC AUC {test['windows']['roc_auc']}, average precision "
         f"{test['windows']['average_precision']}, recall "

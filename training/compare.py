@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nightear.decision import DecisionConfig
+from nightear.decision import DEFAULT_HOP_SECONDS, EARLIER_HOP_SECONDS, DecisionConfig, rescaled
 from nightear.frontend import MelBasis, librosa_mel_basis
-from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear_training.data import (
     ALL_SOURCES,
     DRONE_AUDIO_DATASET,
@@ -45,7 +44,6 @@ from nightear_training.heldout import (
 )
 from nightear_training.per_recording import (
     Scores,
-    at_hop,
     event_score,
     false_alarms,
     open_delays,
@@ -170,20 +168,23 @@ def hop_comparison(scores: Scores, every: Sequence[int] = (1, 2), target_per_hou
                    window_seconds: float = 1.0) -> dict[str, object]:
     """A stored run's figures had the unit scored one window in `k` (the classifier's cost over
     `k`), for each `k`: its own threshold for `target_per_hour` and the fixed ones, the drones
-    heard, false alarms, and how long each heard recording waits for its alert (median, p90)."""
+    heard, false alarms, and how long each heard recording waits for its alert (median, p90);
+    the decision logic over the same seconds at every hop."""
+    stored_hop = float(scores.get("hop_seconds", EARLIER_HOP_SECONDS))
     out: dict[str, object] = {}
     for k in every:
-        run, decision = thinned(scores, k), at_hop(DecisionConfig(), k)
+        hop = stored_hop * k
+        run, decision = thinned(scores, k), rescaled(DecisionConfig(), DEFAULT_HOP_SECONDS, hop)
         own = threshold_for_rate(false_alarms(run, decision=decision)["curve"], target_per_hour)
-        row: dict[str, object] = {"hop_seconds": DEFAULT_HOP_SECONDS * k, "decision": {
+        row: dict[str, object] = {"hop_seconds": hop, "decision": {
             "smooth_windows": decision.smooth_windows, "close_windows": decision.close_windows}}
         for name, t in (("at_1_per_hour", own), *((f"at_{t}", t) for t in FIXED_THRESHOLDS)):
-            delays = open_delays(run, t, DEFAULT_HOP_SECONDS * k, window_seconds, decision)
+            delays = open_delays(run, t, hop, window_seconds, decision)
             row[name] = {**figures(run, t, decision),
                          "open_delay_s": {"recordings": len(delays),
                                           "median": float(np.median(delays)) if delays else None,
                                           "p90": float(np.percentile(delays, 90)) if delays else None}}
-        out[f"every_{k}"] = row
+        out[f"hop_{hop:g}_s"] = row
     return out
 
 

@@ -18,7 +18,7 @@ WINDOW_FRAMES = 97  # frames per classifier window: 96 * 160 + 512 samples = 0.9
 
 
 def eval_hop_frames(config: FrontendConfig) -> int:
-    """Frames between scored windows, as the daemon scores them (about every 0.25 s)."""
+    """Frames between scored windows, as the daemon scores them (`DEFAULT_HOP_SECONDS`)."""
     return max(1, round(DEFAULT_HOP_SECONDS * config.sample_rate / config.hop_length))
 
 

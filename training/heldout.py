@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightear.decision import DEFAULT_HOP_SECONDS
 from nightear.frontend import MelBasis, log_mel
 from nightear_training.data import AMBIENCE, EXCLUDED, Clip, hash_fraction, lab_test_clips
 from nightear_training.evaluate import threshold_for_rate
@@ -254,13 +255,16 @@ def score_items(score: Callable[[np.ndarray], np.ndarray], items: FoldItems) -> 
         "stream_names": [s.name for s in items.streams],
         "kinds": [(k.group, k.seconds, probs(k)) for k in items.kinds],
         "lab_clips": [(c.name, c.group, float(probs(c).mean())) for c in items.lab_clips],
+        "hop_seconds": DEFAULT_HOP_SECONDS,  # windows cut as the unit cuts them (`eval_hop_frames`)
     }
 
 
 def merge(scores: Sequence[Scores]) -> Scores:
     """The folds' scores as one out-of-fold set."""
-    return {key: [x for s in scores for x in s.get(key, [])]
-            for key in ("recordings", "streams", "stream_names", "kinds", "lab_clips")}
+    hop = next((s["hop_seconds"] for s in scores if "hop_seconds" in s), DEFAULT_HOP_SECONDS)
+    return {**{key: [x for s in scores for x in s.get(key, [])]
+               for key in ("recordings", "streams", "stream_names", "kinds", "lab_clips")},
+            "hop_seconds": hop}
 
 
 def fold_sets(recipe: Recipe, clips: Sequence[Clip], audio: dict[Path, np.ndarray], mel_basis: MelBasis,

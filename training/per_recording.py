@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import chi2
@@ -23,7 +24,8 @@ THRESHOLDS = np.unique(np.round(np.concatenate((
     np.linspace(0.5, 0.9, 9), np.linspace(0.91, 0.98, 8),
     1.0 / (1.0 + np.exp(-np.linspace(np.log(99.0), np.log(9999.0), 24))))), 5))
 
-Scores = dict[str, list]  # "recordings": [(name, group, level, window probs)], "streams", "kinds", ...
+# "recordings": [(name, group, level, window probs)], "streams", "kinds", ..., "hop_seconds"
+Scores = dict[str, Any]
 
 
 def poisson_interval(count: int, hours: float) -> tuple[float, float]:
@@ -204,12 +206,6 @@ def thinned(scores: Scores, every: int) -> Scores:
             "recordings": [(n, g, lvl, keep(p)) for n, g, lvl, p in scores["recordings"]],
             "streams": [(g, secs, keep(p)) for g, secs, p in scores["streams"]],
             "kinds": [(k, secs, keep(p)) for k, secs, p in scores["kinds"]]}
-
-
-def at_hop(decision: DecisionConfig, every: int) -> DecisionConfig:
-    """The decision logic over the same seconds when one window in `every` is scored."""
-    return DecisionConfig(decision.threshold, max(1, decision.smooth_windows // every),
-                          max(1, decision.open_windows // every), max(1, decision.close_windows // every))
 
 
 def open_delays(scores: Scores, threshold: float, hop_seconds: float, window_seconds: float,
