@@ -13,12 +13,11 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
-from nightear.decision import DecisionConfig
+from nightear.decision import DEFAULT_HOP_SECONDS, DecisionConfig
 from nightear.errors import ConfigError, not_regular
 from nightear.fleet.settings import FleetSettings
 from nightear.frontend import FrontendConfig
 from nightear.geometry import ArrayGeometry, ArraySettings
-from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.schema import UnitPosition
 from nightear.sinks.broker import MqttSettings
 from nightear.sinks.clips import ClipSettings

@@ -24,7 +24,6 @@ from nightear.geometry import ArraySettings
 Locator = Callable[[float, float], Bearing | None]
 
 
-
 @dataclass(frozen=True)
 class DetectorOutput:
     scores: list[WindowScore]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nightear.decision import DEFAULT_HOP_SECONDS
 from nightear.frontend import FrontendConfig
-from nightear.pipeline import DEFAULT_HOP_SECONDS
 from nightear.sources import WavSource
 from nightear_training.data import Clip
 
