@@ -18,7 +18,7 @@ import multiprocessing
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +100,8 @@ def seed_run(recipe_name: str, seed: int, folds: str, out_dir: Path, data_root: 
         if folds == "fit":
             usable = [c for c in clips if c.split != EXCLUDED]
             model, _, _ = train_recipe(recipe, usable, [], audio, mel_basis, log=log)
-            figures_at = {f"fit_at_{t}": fit(torch_scorer(model), usable, audio, recipe, mel_basis, t)
-                          for t in (*FIXED_THRESHOLDS, FIT_STRICT_THRESHOLD)}
+            own = fit_scores(torch_scorer(model), usable, audio, recipe, mel_basis)
+            figures_at = {f"fit_at_{t}": fit_at(own, t) for t in (*FIXED_THRESHOLDS, FIT_STRICT_THRESHOLD)}
         else:
             run = leave_one_drone_out(recipe, clips, audio, mel_basis, (recipe.train.epochs,), 1.0,
                                       FOLD_SETS[folds], log=log, items_seed=0)
@@ -194,29 +194,48 @@ def fit(score: Callable[[np.ndarray], np.ndarray], trained: Sequence[Clip], audi
     outdoor sets, per group of 1-s clips for the toys (each joined, as `heldout.recordings`
     joins them), an event or not through the daemon's decision logic at `threshold`; and the
     lab test split per clip by its mean window probability, when it was trained on."""
-    fe = recipe.frontend
+    return fit_at(fit_scores(score, trained, audio, recipe, mel_basis), threshold)
+
+
+@dataclass(frozen=True)
+class FitScores:
+    """What `fit` counts, before a threshold: per drone each recording's (name, event score);
+    each lab test clip's (is a drone, mean window probability)."""
+
+    drones: dict[str, list[tuple[str, float]]]
+    lab: list[tuple[bool, float]]
+
+
+def fit_scores(score: Callable[[np.ndarray], np.ndarray], trained: Sequence[Clip],
+               audio: dict[Path, np.ndarray], recipe: Recipe, mel_basis: MelBasis) -> FitScores:
+    """What `fit` counts, scored once: each trained recording's event score (the highest
+    smoothed score the decision sees) and each lab clip's mean, to be read at any threshold."""
     usable = [c for c in trained if c.split != EXCLUDED]
-    out: dict[str, dict[str, object]] = {}
+    drones: dict[str, list[tuple[str, float]]] = {}
     for drone in sorted({c.drone for c in usable if c.is_drone}):
-        heard = []
-        for name, y in recordings([c for c in usable if c.is_drone and c.drone == drone], audio,
-                                  fe.sample_rate):
-            heard.append((name, event_score(scored(score, recording_windows(y, recipe, mel_basis)))
-                          >= threshold))
-        out[drone] = {"heard": sum(h for _, h in heard), "of": len(heard),
-                      "missed": [n for n, h in heard if not h][:20]}
+        drones[drone] = [
+            (name, event_score(scored(score, recording_windows(y, recipe, mel_basis))))
+            for name, y in recordings([c for c in usable if c.is_drone and c.drone == drone], audio,
+                                      recipe.frontend.sample_rate)]
+    lab = [(c.is_drone, float(scored(score, recording_windows(audio[c.path], recipe, mel_basis)).mean()))
+           for c in lab_test_clips(usable)]
+    return FitScores(drones, lab)
+
+
+def fit_at(scores: FitScores, threshold: float) -> dict[str, object]:
+    """`fit_scores` read at `threshold`: heard per drone, outdoor in all, lab accuracy."""
+    out: dict[str, dict[str, object]] = {}
+    for drone, recorded in scores.drones.items():
+        out[drone] = {"heard": sum(s >= threshold for _, s in recorded), "of": len(recorded),
+                      "missed": [n for n, s in recorded if s < threshold][:20]}
     outdoor = [v for d, v in out.items() if d not in ("bebop", "mambo")]
     result: dict[str, object] = {
         "threshold": threshold, "drones": out,
         "outdoor": {"heard": sum(int(v["heard"]) for v in outdoor), "of": sum(int(v["of"]) for v in outdoor)},
     }
-    lab = lab_test_clips(usable)
-    if lab:
-        right = 0
-        for c in lab:
-            mean = float(scored(score, recording_windows(audio[c.path], recipe, mel_basis)).mean())
-            right += int((mean >= threshold) == c.is_drone)
-        result["lab_test_split"] = {"clips": len(lab), "accuracy": round(right / len(lab), 4)}
+    if scores.lab:
+        right = sum(int((mean >= threshold) == is_drone) for is_drone, mean in scores.lab)
+        result["lab_test_split"] = {"clips": len(scores.lab), "accuracy": round(right / len(scores.lab), 4)}
     return result
 
 
