@@ -150,6 +150,39 @@ def test_add_seeds_refuses_summaries_of_another_recipe(tmp_path):
         add_seeds(BuildConfig(out_dir=tmp_path), [other])
 
 
+def test_the_card_sets_another_recipes_seeds_and_fit_beside_the_built_one(tmp_path):
+    """`add-seeds --beside`: the card's seed table has a column per recipe, leave one site out
+    and fit from their own summaries, each figure as mean (range)."""
+    from nightear_training.build import BuildConfig, add_seeds
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    metrics = json.loads((models / "nightear-drone.metrics.json").read_text())
+    metrics["training"]["recipe_name"] = "field"
+    (tmp_path / "nightear-drone.metrics.json").write_text(json.dumps(metrics))
+
+    def summary(recipe: str, seed: int, folds: str, **figures: object) -> Path:
+        path = tmp_path / f"{recipe}-{folds}-seed{seed}.json"
+        path.write_text(json.dumps({"recipe": recipe, "seed": seed, "folds": folds, **figures}))
+        return path
+
+    def sites(threshold: float, svanstrom: int) -> dict:
+        return {"at_1_per_hour": {"threshold": threshold, "drones": {"svanstrom": {"0": f"{svanstrom}/15"}}}}
+
+    def fit(heard: int) -> dict:
+        return {"fit_at_0.95": {"outdoor": {"heard": heard, "of": 81}}}
+
+    built = [summary("field", 0, "sites", **sites(0.99, 1)), summary("field", 1, "sites", **sites(0.995, 3)),
+             summary("field", 0, "fit", **fit(10))]
+    beside = [summary("plain", 0, "sites", **sites(0.998, 0)), summary("plain", 0, "fit", **fit(70)),
+              summary("plain", 1, "fit", **fit(68))]
+    add_seeds(BuildConfig(out_dir=tmp_path), built, beside, log=lambda _: None)
+    card = (tmp_path / "nightear-drone.card.md").read_text()
+    assert "| figure | `field` | `plain` |" in card
+    assert "| svanstrom heard, as recorded | 2 (1-3) of 15 | 0 (0-0) of 15 |" in card
+    assert "| fit at 0.95: own outdoor recordings heard | 10 (10-10) of 81 | 69 (68-70) of 81 |" in card
+    assert "`field`: seeds 0, 1; fit 0; `plain`: seeds 0; fit 0, 1." in card
+
+
 def test_the_command_line_offers_exactly_the_recipes_there_are():
     from nightear_training import __main__ as cli
     from nightear_training.recipe import DEFAULT_RECIPE, RECIPES

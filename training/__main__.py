@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("add-seeds", help="add the recipe's spread over seeds (compare's per-seed "
                        "summaries) to --out's metrics and card")
     d.add_argument("runs", nargs="+", type=Path, metavar="SEED_JSON", help="<recipe>-seed<n>.json files")
+    d.add_argument("--beside", nargs="+", type=Path, default=[], metavar="SEED_JSON",
+                   help="other recipes' summaries, set beside it in the card (e.g. the plain recipe's)")
     d.add_argument("--out", type=Path, default=Path("models"), help="where the built model is")
     c = sub.add_parser("compare", help="recipes by leave one outdoor site out over seeds: each "
                        "figure's mean and range, in --out/compare.json")
@@ -113,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "add-seeds":
         from nightear_training.build import BuildConfig, add_seeds
 
-        add_seeds(BuildConfig(out_dir=args.out), args.runs)
+        add_seeds(BuildConfig(out_dir=args.out), args.runs, args.beside)
         return 0
     if args.command == "compare":
         from nightear_training.compare import compare

@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -253,22 +253,28 @@ def _heldout(config: BuildConfig, clips: list[Clip], audio: dict, mel_basis,
                                folds=SITE_FOLDS, log=log, items_seed=0)
 
 
-def add_seeds(config: BuildConfig, runs: list[Path], log: Callable[[str], None] = print) -> dict[str, object]:
+def add_seeds(config: BuildConfig, runs: Sequence[Path], beside: Sequence[Path] = (),
+              log: Callable[[str], None] = print) -> dict[str, object]:
     """Add the recipe's spread over seeds (`compare`'s per-seed summaries, `<recipe>-seed<n>.json`,
-    of the built model's recipe) to its metrics and card; nothing else changes."""
-    from nightear_training.compare import spread
+    of the built model's recipe, leave one site out and fit) to its metrics and card, and other
+    recipes' spreads (`beside`) for the card to set beside it; nothing else changes."""
+    from nightear_training.compare import recipe_spreads
 
     base = config.out_dir / config.name
     metrics = json.loads(Path(f"{base}.metrics.json").read_text())
     summaries = [json.loads(p.read_text()) for p in runs]
     built = metrics["training"].get("recipe_name")
     wrong = [str(p) for p, s in zip(runs, summaries, strict=True) if s["recipe"] != built]
-    if wrong or len({s["seed"] for s in summaries}) != len(summaries):
+    keys = [(s["seed"], s.get("folds", "sites")) for s in summaries]
+    if wrong or len(set(keys)) != len(keys):
         raise ValueError(f"need one summary per seed of recipe {built}; not: "
                          f"{', '.join(wrong) or 'a seed twice'}")
-    metrics["seeds"] = spread(summaries)
+    metrics["seeds"] = recipe_spreads(summaries)[built]
+    others = recipe_spreads([json.loads(p.read_text()) for p in beside])
+    metrics["seeds_beside"] = {name: v for name, v in others.items() if name != built}
     _write(config, metrics)
-    log(f"added the spread over seeds {metrics['seeds']['seeds']} to {base}.metrics.json and its card")
+    log(f"added the spread over seeds {metrics['seeds']['seeds']} to {base}.metrics.json and its card"
+        + (f", beside {', '.join(metrics['seeds_beside'])}" if metrics["seeds_beside"] else ""))
     return metrics
 
 

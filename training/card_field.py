@@ -4,6 +4,7 @@ recipe's spread over seeds. Rendered from the metrics JSON only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 FIT_TARGET = 0.95  # of its own outdoor recordings; under 0.9 the card calls the model underfit
@@ -13,11 +14,11 @@ SITE_OF = {"svanstrom": "svanstrom-outdoor", "phantom": "purdue-outdoor", "iris"
            "gunhoo": "gunhoo-outdoor"}
 
 
-def _row(cells: list[object]) -> str:
+def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join("" if c is None else str(c) for c in cells) + " |"
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
@@ -114,22 +115,41 @@ SEED_FIGURES = (  # (key in compare.json, what it is)
     ("at_0.95.share_by_level.0", "at 0.95: mean share heard, as recorded"),
     ("at_0.95.share_by_level.-10", "at 0.95: mean share heard, -10 dB"),
     ("at_0.95.ambience.events", "at 0.95: ambience events"),
+    ("at_0.95.helicopters", "at 0.95: helicopters with an event"),
+    ("fit_at_0.95.outdoor.heard", "fit at 0.95: own outdoor recordings heard"),
+    ("fit_at_0.99.outdoor.heard", "fit at 0.99: own outdoor recordings heard"),
 )
 
 
+def _cell(figure: dict[str, Any] | None, of: dict[str, Any] | None) -> str:
+    if figure is None:
+        return "-"
+    text = f"{figure['mean']:g} ({figure['min']:g}-{figure['max']:g})"
+    return f"{text} of {of['max']:g}" if of else text
+
+
+def _seeds_of(spread: dict[str, Any]) -> str:
+    fit = f"; fit {', '.join(map(str, spread['fit_seeds']))}" if spread.get("fit_seeds") else ""
+    return f"seeds {', '.join(map(str, spread['seeds']))}{fit}"
+
+
 def seeds_section(metrics: dict[str, Any]) -> list[str]:
-    """The recipe's leave-one-site-out figures over seeds: a change of recipe counts only beyond
-    this range."""
+    """The recipe's leave-one-site-out figures and fit over seeds, and other recipes' beside it:
+    a change of recipe counts only beyond the range."""
     seeds = metrics.get("seeds")
     if not seeds:
         return []
-    rows = [[what, seeds[key]["mean"], f"{seeds[key]['min']}-{seeds[key]['max']}"]
-            for key, what in SEED_FIGURES if key in seeds]
+    columns = {metrics["training"].get("recipe_name", "this recipe"): seeds,
+               **metrics.get("seeds_beside", {})}
+    rows = [[what, *(_cell(v.get(key), v.get(f"{key.removesuffix('.heard')}.of")) for v in columns.values())]
+            for key, what in SEED_FIGURES if any(key in v for v in columns.values())]
     return [
-        f"## The recipe over seeds ({', '.join(map(str, seeds['seeds']))})", "",
+        "## The recipe over seeds, beside others", "",
         "Leave one outdoor site out as above, the whole recipe trained again at each seed "
         "(`python -m nightear_training compare`), each seed at its own threshold for one false "
-        "alarm an hour and at 0.95; a change of recipe counts only where it moves a figure beyond "
-        "this range.", "",
-        *_table(["figure", "mean", "range"], rows), "",
+        "alarm an hour and at 0.95; fit: one model on every set per seed (`compare --folds fit`), "
+        "its own outdoor recordings as recorded. Mean (range); a change of recipe counts only "
+        "where it moves a figure beyond this range. "
+        + "; ".join(f"`{name}`: {_seeds_of(v)}" for name, v in columns.items()) + ".", "",
+        *_table(["figure", *(f"`{name}`" for name in columns)], rows), "",
     ]

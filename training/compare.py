@@ -149,6 +149,20 @@ def spread(runs: Sequence[dict]) -> dict[str, object]:
     return out
 
 
+def recipe_spreads(summaries: Sequence[dict]) -> dict[str, dict[str, object]]:
+    """Per recipe, the `spread` of its leave-one-site-out summaries and of its fit summaries
+    (`--folds fit`) in one mapping: `seeds` are the former's, `fit_seeds` the latter's."""
+    out: dict[str, dict[str, object]] = {}
+    for name in sorted({s["recipe"] for s in summaries}):
+        merged: dict[str, object] = {"seeds": []}
+        for folds in sorted({s.get("folds", "sites") for s in summaries if s["recipe"] == name}):
+            part = spread([s for s in summaries if s["recipe"] == name and s.get("folds", "sites") == folds])
+            merged["fit_seeds" if folds == "fit" else "seeds"] = part.pop("seeds")
+            merged.update(part)
+        out[name] = merged
+    return out
+
+
 def _flatten(tree: object, prefix: str = "") -> dict[str, float]:
     """A summary's numbers by dotted path; a `heard/of` count as two numbers (`path`, `path.of`)."""
     out: dict[str, float] = {}
