@@ -184,7 +184,7 @@ def field_sections(metrics: dict[str, Any]) -> list[str]:
 def _plain_text(recipe: dict[str, Any]) -> str:
     p, t = recipe["plain"], recipe["train"]
     return (
-        f"The plain recipe: {t['epochs'] * t['batches_per_epoch']:,} steps of {t['batch_size']} "
+        "The plain recipe: "
         f"one-window examples, {p['positive_share']:.0%} drone, drawn afresh every batch. A "
         "background is drawn data set first (each shared set a pool), then a recording and a random "
         f"crop, at a gain of {p['background_gain_db'][0]:.0f} to {p['background_gain_db'][1]:+.0f} dB, "
@@ -194,15 +194,27 @@ def _plain_text(recipe: dict[str, Any]) -> str:
         f"{p['speed'][0]}-{p['speed'][1]}x its rotor rate (resampled), {p['lowpass_probability']:.0%} "
         f"low-passed (2nd-order Butterworth, {p['lowpass_hz'][0] / 1000:g}-{p['lowpass_hz'][1] / 1000:g} "
         f"kHz), at {p['snr_db'][0]:.0f} to {p['snr_db'][1]:+.0f} dB broadband SNR over the background "
-        f"(its level floored at {p['floor_dbfs']:.0f} dBFS), clipped to +-1. Network: "
-        f"{len(t['channels'])} blocks of 3x3 convolutions ({'-'.join(map(str, t['channels']))} channels, "
-        "batch norm, ReLU, 2x2 max-pool), a mean over bands and frames, one linear layer; AdamW "
-        f"(weight decay {t['weight_decay']:g}), one-cycle to {t['learning_rate']:g}."
+        f"(its level floored at {p['floor_dbfs']:.0f} dBFS), clipped to +-1. " + _network_text(t)
     )
 
 
-def _recipe_text(a: dict[str, Any]) -> str:
-    """3.4.0's field recipe (`FieldSampler`)."""
+def _network_text(t: dict[str, Any]) -> str:
+    """The network and schedule; metrics of 3.4.0 and before (they name `pool_bands`) describe
+    its head on fixed bands, with dropout."""
+    head = ("a mean over bands and frames" if t.get("global_pool", "pool_bands" not in t)
+            else "a mean over frames per band, dropout")
+    masks = (f"; SpecAugment masks of up to {t['mask_bands']} bands and {t['mask_frames']} frames"
+             if t.get("mask_bands") or t.get("mask_frames") else "")
+    return (
+        f"Network: {len(t['channels'])} blocks of 3x3 convolutions "
+        f"({'-'.join(map(str, t['channels']))} channels, batch norm, ReLU, 2x2 max-pool), {head}, one "
+        f"linear layer; AdamW (weight decay {t['weight_decay']:g}), one-cycle to {t['learning_rate']:g} "
+        f"over {t['epochs'] * t['batches_per_epoch']:,} steps of {t['batch_size']}{masks}."
+    )
+
+
+def _recipe_text(a: dict[str, Any], t: dict[str, Any]) -> str:
+    """The field recipe (`FieldSampler`)."""
     pools = ", ".join(f"{name} {weight:.0%}" for name, weight in a["background_pools"])
     share = a.get("positive_share", 0.5)  # metrics written before the knob held half
     return (
@@ -215,7 +227,7 @@ def _recipe_text(a: dict[str, Any]) -> str:
         f"({pools}; beds never a helicopter), {a['background_mix_probability']:.0%} of them two "
         f"backgrounds mixed. Every example gets a microphone tilt of {a['tilt_db_per_octave'][0]} to "
         f"{a['tilt_db_per_octave'][1]} dB/octave and a level of {a['level_dbfs'][0]:.0f} to "
-        f"{a['level_dbfs'][1]:.0f} dBFS."
+        f"{a['level_dbfs'][1]:.0f} dBFS. " + _network_text(t)
     )
 
 
@@ -257,7 +269,7 @@ def render(metrics: dict[str, Any]) -> str:
         f"`{model['name']}.report.md`.", "",
         "## Data", sources, "",
         _plain_text(training["recipe"]) if training["recipe"].get("plain")
-        else _recipe_text(training["recipe"]["augment"]),
+        else _recipe_text(training["recipe"]["augment"], training["recipe"]["train"]),
         "Grouped split, no recording on two sides (see `datasets.md`). Training manifest sha256 "
         f"`{model['training_manifest_sha256']}`.", "",
         *_split_table(metrics["split"]), "",

@@ -11,49 +11,40 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CHANNELS = (16, 32, 48, 64)
+CHANNELS = (16, 32, 64, 64)
 
 
-def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(),
-    ]
-    if pool:
-        layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
+        nn.MaxPool2d(2),
+    )
 
 
 class DroneCNN(nn.Module):
-    """Four conv blocks; the time axis is averaged away at the end, the frequency axis is kept
-    (a drone is a spectral shape: rotor harmonics), then one linear layer. With `global_pool`
-    (the plain recipe's network) every block pools and the head sees each channel's mean over
-    bands and frames, wherever the pattern lies."""
+    """Conv blocks that each pool, then each channel's mean over bands and frames (the pattern
+    counts wherever it lies: another make's rotor harmonics sit in other bands), one linear
+    layer. 3.4.0's head on fixed bands, with dropout and SpecAugment, fitted its own outdoor
+    recordings worse (models/nightear-drone.history.md, 4.0.0 work, third session)."""
 
     mean_db: torch.Tensor  # buffers: saved and exported with the weights
     std_db: torch.Tensor
 
-    def __init__(self, n_mels: int, mean_db: float = -60.0, std_db: float = 20.0,
-                 channels: tuple[int, ...] = CHANNELS, dropout: float = 0.2, global_pool: bool = False):
+    def __init__(self, mean_db: float = -60.0, std_db: float = 20.0, channels: tuple[int, ...] = CHANNELS):
         super().__init__()
         self.register_buffer("mean_db", torch.tensor(float(mean_db)))
         self.register_buffer("std_db", torch.tensor(float(std_db)))
         blocks, c_in = [], 1
-        for i, c_out in enumerate(channels):
-            blocks.append(_block(c_in, c_out, pool=global_pool or i < len(channels) - 1))
+        for c_out in channels:
+            blocks.append(_block(c_in, c_out))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        self.global_pool = global_pool
-        freq_out = 1 if global_pool else n_mels // 2 ** (len(channels) - 1)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(c_in * freq_out, 1)
+        self.head = nn.Linear(c_in, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features((x - self.mean_db) / self.std_db)
-        if self.global_pool:
-            return self.head(self.dropout(x.mean(dim=(2, 3))))
-        return self.head(self.dropout(x.mean(dim=3).flatten(1)))
+        return self.head(self.features((x - self.mean_db) / self.std_db).mean(dim=(2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
