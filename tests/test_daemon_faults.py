@@ -131,7 +131,7 @@ def test_sighup_closes_the_event_reloads_and_listens_on(fake_mic, tmp_path: Path
 
 def test_event_times_are_capture_times_across_a_pause_and_dropped_audio(tmp_path: Path) -> None:
     """A FIFO paced like a microphone: night, a 3-s pause (the device delivers nothing), drone
-    A, night, drone B. While drone A is heard the test holds the store's write lock for 3 s, so
+    A, night, drone B. While drone A is heard the test holds the store's write lock for 4 s, so
     the daemon's loop waits and its 1-s ring drops audio. Each event must start when its drone
     went into the line, not at "start + samples counted" (3 and 5 s early)."""
     import sqlite3
@@ -175,7 +175,9 @@ def test_event_times_are_capture_times_across_a_pause_and_dropped_audio(tmp_path
             if name in ("A", "B"):
                 went_in[name] = datetime.now(UTC)
             if name == "A":
-                threading.Timer(0.3, hold_the_store, (3.0,)).start()
+                # from 0.3 s to 4.3 s into A: the event opens 1-2 s in, and the loop waits
+                # for the store longer than the ring holds, however early it opened
+                threading.Timer(0.3, hold_the_store, (4.0,)).start()
             for chunk in np.array_split(part, len(part) // 1600):  # 0.1 s at a time, on time
                 next_chunk += len(chunk) / 16000
                 time.sleep(max(0.0, next_chunk - time.monotonic()))

@@ -124,7 +124,7 @@ SEED_FIGURES = (  # (key in compare.json, what it is)
 def _cell(figure: dict[str, Any] | None, of: dict[str, Any] | None) -> str:
     if figure is None:
         return "-"
-    text = f"{figure['mean']:g} ({figure['min']:g}-{figure['max']:g})"
+    text = f"{figure['mean']:.3g} ({figure['min']:g}-{figure['max']:g})"
     return f"{text} of {of['max']:g}" if of else text
 
 

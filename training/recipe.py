@@ -44,7 +44,7 @@ class Recipe:
         return replace(self, train=replace(self.train, stop_after=epoch))
 
 
-# The plain recipe (issue 41's floor): the same network and schedule, its own sampler (1-s
+# The plain recipe (the floor a recipe must beat): the same network and schedule, its own sampler (1-s
 # examples, half drones, data set first, no distance, level or tilt simulation).
 PLAIN = Recipe(plain=PlainConfig())
 RECIPES = {"field": Recipe(), "plain": PLAIN}  # selectable by name (`--recipe`)
