@@ -36,7 +36,7 @@ def test_a_wav_cut_short_reports_its_drone_then_says_it_is_cut(tmp_path: Path) -
                               "320000; scored up to 10.000 s")
     first, second = events(result.stdout)
     assert first["file"] == str(cut) and second["file"] == DRONE
-    assert 6.0 <= float(first["start_s"]) < 9.0 and float(first["end_s"]) <= 10.0  # in the pass, up to the cut
+    assert 6.0 <= float(first["start_s"]) < 9.0 and float(first["end_s"]) <= 10.0  # in the pass, to the cut
 
 
 def test_a_wav_whose_length_is_a_streaming_placeholder_is_read_whole(tmp_path: Path) -> None:
