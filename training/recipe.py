@@ -51,8 +51,8 @@ RECIPES = {"field": Recipe(), "plain": PLAIN}  # selectable by name (`--recipe`)
 # The shipped model's (4.0.0): the field sampler at +-15% rotor rates with the plain network.
 # Of its own 81 outdoor recordings it hears 56-63 at 0.95 where 3.4.0's recipe heard 9-12 (seeds
 # 0-1), and held out by site as many as 3.4.0's recipe for as few false alarms (seeds 0-2); the
-# plain recipe fits better still,
-# but held out by site raises two to four times the false alarms for as many drones
+# plain recipe fits better still, but held out by site raises two to four times the false alarms
+# for as many drones
 # (models/nightear-drone.history.md, 4.0.0 work)
 DEFAULT_RECIPE = "field"
 
