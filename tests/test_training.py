@@ -18,7 +18,14 @@ from nightear.classifier import OnnxClassifier  # noqa: E402
 from nightear.frontend import FrontendConfig, librosa_mel_basis, log_mel  # noqa: E402
 from nightear.sources import WavSource  # noqa: E402
 from nightear_training.build import BuildConfig, build  # noqa: E402
-from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips, load_folder, split_of  # noqa: E402
+from nightear_training.data import (  # noqa: E402
+    ALL_SOURCES,
+    EXCLUDED,
+    SILENT_DRONE_CLIPS,
+    load_clips,
+    load_folder,
+    split_of,
+)
 from nightear_training.recipe import RECIPES, clip_log_mels, load_bank  # noqa: E402
 from nightear_training.train import TrainConfig  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
@@ -104,9 +111,11 @@ def test_outdoor_sources_have_drones_and_background_in_every_split(data_root: Pa
             labels = {c.label for c in clips if c.source == source and c.split == split}
             assert labels == {"drone", "background"}, (source, split, labels)
     uncertain = [c for c in clips if c.split == EXCLUDED]  # the far Iris; gunhoo's 1-m downwash
-    assert {c.source for c in uncertain} == {"purdue-outdoor", "gunhoo-outdoor"}
-    assert all("iris" in c.relpath if c.source == "purdue-outdoor" else c.relpath.startswith("drone/1m/")
-               for c in uncertain)
+    silent = {(source, path) for source, paths in SILENT_DRONE_CLIPS.items() for path in paths}
+    assert {c.source for c in uncertain} == {"purdue-outdoor", "gunhoo-outdoor", "drone-audio-dataset"}
+    assert all("iris" in c.relpath if c.source == "purdue-outdoor" else
+               c.relpath.startswith("drone/1m/") or (c.source, c.relpath) in silent for c in uncertain)
+    assert silent <= {(c.source, c.relpath) for c in uncertain}
 
 
 def test_new_field_recordings_load_from_a_folder_with_labels(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from nightear_training.recipe import (
 from nightear_training.train import SampledBatches, clip_probabilities, torch_scorer
 
 MODEL_NAME = "nightear-drone"
-MODEL_VERSION = "4.0.0"
+MODEL_VERSION = "4.1.0"
 CALIBRATION_WINDOWS = 512
 @dataclass(frozen=True)
 class BuildConfig:

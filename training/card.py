@@ -204,7 +204,7 @@ def _network_text(t: dict[str, Any]) -> str:
     head = ("a mean over bands and frames" if t.get("global_pool", "pool_bands" not in t)
             else "a mean over frames per band, dropout")
     masks = (f"; SpecAugment masks of up to {t['mask_bands']} bands and {t['mask_frames']} frames"
-             if t.get("mask_bands") or t.get("mask_frames") else "")
+             if t.get("mask_bands") or t.get("mask_frames") else "")  # 3.4.0's metrics name them
     return (
         f"Network: {len(t['channels'])} blocks of 3x3 convolutions "
         f"({'-'.join(map(str, t['channels']))} channels, batch norm, ReLU, 2x2 max-pool), {head}, one "

@@ -30,6 +30,14 @@ EXCLUDED = "excluded"  # the split of clips whose label cannot be trusted
 # gunhoo-outdoor's 1-m clips are the rotors' downwash on the microphone, no sound of the field.
 UNCERTAIN_PREFIXES = {"purdue-outdoor": ("drone/background_in_air_iris", "drone/in_air_iris_far_away"),
                       "gunhoo-outdoor": ("drone/1m/",)}
+# Drone clips that hold no sound at all (every sample 0, or +-1 of 16 bits): as positives they
+# taught that silence or a background alone is a drone, and as recordings to hear they could only
+# be missed. Kept out like the uncertain ones; tests/test_data_quality.py checks that these are
+# silent and that no other drone clip is.
+SILENT_DRONE_CLIPS = {"drone-audio-dataset": ("yes_drone/mixed_membo_17-membo_003_.flac",
+                                              "yes_drone/mixed_membo_17-membo_004_.flac"),
+                      "gunhoo-outdoor": ("drone/30m/30mtest-second-30m-53_5_front5seconds.flac",
+                                         "drone/40m/40mtest-second-40m-24sec.flac")}
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,8 @@ def stratified_group_splits(groups_by_label: dict[str, list[str]], salt: str) ->
 
 
 def _is_uncertain(source: str, relpath: str) -> bool:
-    return relpath.startswith(UNCERTAIN_PREFIXES.get(source, ()))
+    return (relpath.startswith(UNCERTAIN_PREFIXES.get(source, ()))
+            or relpath in SILENT_DRONE_CLIPS.get(source, ()))
 
 
 def load_manifest(source_dir: Path) -> list[Clip]:

@@ -1,6 +1,6 @@
 """Training on CPU: every batch is drawn fresh from the field sampler (a real drone in real
-background, or background alone), turned into features by the edge front-end, masked
-(SpecAugment, when asked for), and fed to the CNN under a one-cycle learning rate. The model of the last epoch
+background, or background alone), turned into features by the edge front-end and fed to the
+CNN under a one-cycle learning rate. The model of the last epoch
 is kept: validation AUC on mostly indoor clips picked an early, deaf epoch before, so epochs are
 chosen on the leave-one-drone-out evaluation instead (`heldout`). Validation AUC, when there
 are validation clips, still prints every epoch so a notebook or a terminal shows progress."""
@@ -31,8 +31,8 @@ class TrainConfig:
     """Knobs an ML engineer turns; defaults build the shipped model. The network and training
     variations the held-out evaluation rejected (a contrast channel, pooled bands, a level-free
     input, a time maximum, harmonic channels, a moving average of the weights, mixup, replayed
-    hard negatives, style mixing, label smoothing, 3.4.0's head on fixed bands and its dropout)
-    are gone from the code; their figures stay in the model's history
+    hard negatives, style mixing, label smoothing, 3.4.0's head on fixed bands, its dropout and
+    its SpecAugment) are gone from the code; their figures stay in the model's history
     (models/nightear-drone.history.md). The defaults: AdamW, one-cycle to 3e-3 over 1,000
     steps of 96 (ten "epochs" of 100 steps, so held-out runs can score along the way)."""
 
@@ -42,8 +42,6 @@ class TrainConfig:
     learning_rate: float = 3e-3  # the one-cycle schedule's peak
     stop_after: int | None = None  # end after this epoch of the `epochs`-long schedule
     weight_decay: float = 1e-3
-    mask_bands: int = 0  # SpecAugment: up to this many mel bands masked per window (3.4.0: 8,
-    mask_frames: int = 0  # and 8 frames: with its band head and dropout, a worse fit)
     window_frames: int = WINDOW_FRAMES
     channels: tuple[int, ...] = CHANNELS  # conv channels per block
     seed: int = 0
@@ -74,21 +72,6 @@ class SampledBatches:
         drawn = [self.sampler.labelled_window(rng, bool(y)) for y in labels]
         audio, labels = [y for y, _ in drawn], np.array([label for _, label in drawn], dtype=np.float32)
         return np.stack([log_mel(y, self.frontend, self.mel_basis) for y in audio]), labels
-
-
-def spec_mask(batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
-    """One band and one time span per window set to the window's floor (SpecAugment)."""
-    out = batch.copy()
-    n, n_mels, n_frames = batch.shape
-    floor = out.min(axis=(1, 2))
-    for i in range(n):
-        b = rng.integers(0, config.mask_bands + 1)
-        f0 = rng.integers(0, n_mels - b + 1)
-        out[i, f0 : f0 + b, :] = floor[i]
-        t = rng.integers(0, config.mask_frames + 1)
-        t0 = rng.integers(0, n_frames - t + 1)
-        out[i, :, t0 : t0 + t] = floor[i]
-    return out
 
 
 def clip_probabilities(
@@ -172,7 +155,7 @@ def _train_epoch(
         features, labels = pending.result()
         if i + 1 < config.batches_per_epoch:
             pending = pool.submit(batches, int(seeds[i + 1]), config.batch_size)
-        x = torch.from_numpy(spec_mask(features, config, rng)[:, None])
+        x = torch.from_numpy(features[:, None])
         y = torch.from_numpy(labels.astype(np.float32))[:, None]
         optimiser.zero_grad()
         loss = loss_fn(model.logits(x), y)
