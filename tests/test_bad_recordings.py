@@ -59,7 +59,7 @@ def test_sample_rates_no_recording_has_or_too_low_to_score_are_named(tmp_path: P
         path = tmp_path / f"rate{rate}.wav"
         path.write_bytes(data[:24] + struct.pack("<I", rate) + data[28:])
         paths.append(str(path))
-    result = run_cli("detect", *paths, DRONE)
+    result = run_cli("detect", "--threshold", PIPELINE_THRESHOLD, *paths, DRONE)
     assert_user_error(result, f"{paths[0]}: not a readable audio file (its header gives a sample rate "
                               "of 0 Hz)",
                       f"{paths[1]}: not a readable audio file (its header gives a sample rate of "
@@ -73,7 +73,7 @@ def test_sample_rates_no_recording_has_or_too_low_to_score_are_named(tmp_path: P
 def test_a_file_shorter_than_one_window_is_named_as_too_short(tmp_path: Path) -> None:
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(8000, dtype=np.float32), 16000)
-    result = run_cli("detect", str(short), DRONE)
+    result = run_cli("detect", "--threshold", PIPELINE_THRESHOLD, str(short), DRONE)
     assert_user_error(result, f"{short}: too short to score: 0.500 s of audio, one window of the "
                               "model is 0.992 s")
     assert [e["file"] for e in events(result.stdout)] == [DRONE]
@@ -82,7 +82,8 @@ def test_a_file_shorter_than_one_window_is_named_as_too_short(tmp_path: Path) ->
 def test_a_fifo_is_refused_at_once_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.wav"
     os.mkfifo(fifo)
-    result = run_cli("detect", str(fifo), DRONE)  # run_cli's timeout fails the test if it hangs
+    # run_cli's timeout fails the test if it hangs
+    result = run_cli("detect", "--threshold", PIPELINE_THRESHOLD, str(fifo), DRONE)
     assert_user_error(result, f"{fifo}: is not a regular file (a FIFO, device or socket)")
     assert [e["file"] for e in events(result.stdout)] == [DRONE]
 
@@ -94,7 +95,8 @@ def test_a_file_without_read_permission_says_permission_denied(tmp_path: Path) -
     tmp_path.chmod(0o755)
     # root reads anything: run as nobody (setpriv is in util-linux)
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-    result = subprocess.run([*drop, sys.executable, "-m", "nightear", "detect", str(locked), DRONE],
+    result = subprocess.run([*drop, sys.executable, "-m", "nightear", "detect", "--threshold",
+                             PIPELINE_THRESHOLD, str(locked), DRONE],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert_user_error(result, f"{locked}: permission denied")
     assert "System error" not in result.stderr
@@ -104,7 +106,7 @@ def test_a_file_without_read_permission_says_permission_denied(tmp_path: Path) -
 def test_names_too_long_for_the_file_system_are_one_line_each(tmp_path: Path) -> None:
     long_name = str(tmp_path / ("n" * 300 + ".wav"))
     long_path = str(tmp_path / "/".join(["d" * 200] * 25)) + ".wav"
-    result = run_cli("detect", long_name, long_path, DRONE)
+    result = run_cli("detect", "--threshold", PIPELINE_THRESHOLD, long_name, long_path, DRONE)
     assert_user_error(result, f"{long_name}: file name too long", f"{long_path}: file name too long")
     assert [e["file"] for e in events(result.stdout)] == [DRONE]
 

@@ -16,7 +16,7 @@ pytest.importorskip("torch", reason="training tests need the 'train' extra")
 
 import torch  # noqa: E402
 
-from nightear_training.data import ALL_SOURCES, EXCLUDED, load_clips  # noqa: E402
+from nightear_training.data import ALL_SOURCES, EXCLUDED, SILENT_DRONE_CLIPS, load_clips  # noqa: E402
 from nightear_training.heldout import SEGMENT_SECONDS, recordings  # noqa: E402
 from nightear_training.model import DroneCNN  # noqa: E402
 from nightear_training.per_recording import range_curve, threshold_setters  # noqa: E402
@@ -105,7 +105,10 @@ def test_gunhoo_downwash_and_empty_files_never_train_or_count(data_root):
     clips = load_clips(data_root, ALL_SOURCES)
     gunhoo = [c for c in clips if c.source == "gunhoo-outdoor"]
     assert gunhoo and all(c.split == EXCLUDED for c in gunhoo if c.kind.endswith(":1m"))
-    assert not any(c.split == EXCLUDED for c in gunhoo if not c.kind.endswith(":1m"))
+    silent = SILENT_DRONE_CLIPS["gunhoo-outdoor"]  # no sound at all: kept out too
+    assert all(c.split == EXCLUDED for c in gunhoo if c.relpath in silent)
+    assert not any(c.split == EXCLUDED for c in gunhoo
+                   if not c.kind.endswith(":1m") and c.relpath not in silent)
     assert all(c.path.stat().st_size > 0 for c in clips)
 
 

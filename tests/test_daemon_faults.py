@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.conftest import FIXTURES, REPO, run_cli, write_asoundrc
+from tests.conftest import CLEARS_BEBOP, FIXTURES, REPO, run_cli, write_asoundrc
 
 DRONE = FIXTURES / "drone_bebop_16k.flac"
 
@@ -71,7 +71,7 @@ def store_config(tmp_path: Path, name: str = "store.yaml", extra: str = "") -> t
 
 def test_a_second_daemon_on_the_same_store_is_refused(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     env = fake_mic(DRONE)  # the file device repeats: a drone forever
-    config, db = store_config(tmp_path)
+    config, db = store_config(tmp_path, extra=CLEARS_BEBOP)
     first = Daemon(env, "--config", str(config))
     first.wait_for("open")
     second = subprocess.run([sys.executable, "-m", "nightear", "listen", "--config", str(config)],
@@ -113,7 +113,7 @@ def test_an_event_left_open_by_a_killed_run_is_closed_at_start_up(fake_mic, tmp_
 
 def test_sighup_closes_the_event_reloads_and_listens_on(fake_mic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     env = fake_mic(DRONE)
-    config, db = store_config(tmp_path)
+    config, db = store_config(tmp_path, extra=CLEARS_BEBOP)
     daemon = Daemon(env, "--config", str(config))
     daemon.wait_for("open")
     config.write_text(config.read_text().replace("post-7", "post-8"))

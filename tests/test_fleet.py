@@ -42,6 +42,7 @@ def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object
     path.write_text(msgspec.yaml.encode({
         "node": node, "store": {"path": str(store)}, "mqtt": mqtt_section,
         "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0},
+        "decision": {"threshold": 0.9},  # the bebop fixture as one pass (conftest.CLEARS_BEBOP)
         **({"clips": {"folder": str(clips)}} if clips else {})}).decode())
     return path
 
@@ -315,9 +316,9 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
     config = unit_yaml(tmp_path / "unit.yaml", "post-h", tmp_path / "unit.db", broker.unit_config(),
                        clips=tmp_path / "clips")
 
-    def listen_under(unit: Path) -> subprocess.CompletedProcess[str]:
+    def listen_under(unit: Path, seconds: str = "4.5") -> subprocess.CompletedProcess[str]:
         return subprocess.run([*sandboxed(unit), sys.executable, "-m", "nightear", "listen", "--config",
-                               str(config), "--duration", "4.5"], capture_output=True, text=True, cwd=REPO,
+                               str(config), "--duration", seconds], capture_output=True, text=True, cwd=REPO,
                               timeout=120, env={**os.environ, "HOME": str(mic_home)})
 
     try:
@@ -325,7 +326,8 @@ def test_the_hardened_unit_reaches_the_broker_with_its_network_dropin_and_only_w
         assert sealed.returncode == 0 and len(sealed.stdout.splitlines()) == 2, sealed.stderr
         assert (f"nightear: error: mqtt broker 127.0.0.1:{broker.tls_port} cannot be reached: IP sockets "
                 "are not permitted here (under systemd the unit needs its network drop-in") in sealed.stderr
-        opened = listen_under(with_network)
+        # clips go after alerts and not while the unit stops: connected long enough for one part
+        opened = listen_under(with_network, "60")
         assert opened.returncode == 0 and "mqtt connected" in opened.stderr, opened.stderr
         wait_for(lambda: len([a for a in fleet.of("alert") if a["state"] == "closed"]) == 2, 20,
                  "both events, the one that waited included")

@@ -16,7 +16,7 @@ import pytest
 from nightear.config import load_settings
 from nightear.errors import ConfigError
 from nightear.sinks.metrics import Counters, prometheus_text
-from tests.conftest import REPO
+from tests.conftest import CLEARS_BEBOP, REPO
 
 UNIT = REPO / "deploy" / "nightear.service"
 SANDBOX = Path(__file__).with_name("unit_sandbox.py")
@@ -38,7 +38,7 @@ def test_store_clips_and_metrics_are_created_private(mic_home: Path, tmp_path: P
     config = tmp_path / "private.yaml"
     config.write_text(f"store:\n  path: {data}/events.db\nclips:\n  folder: {data}/clips\n"
                       f"metrics:\n  path: {data}/metrics/nightear.prom\n  interval_seconds: 1\n"
-                      "audio:\n  buffer_seconds: 60\n")
+                      f"audio:\n  buffer_seconds: 60\n{CLEARS_BEBOP}")
     old = os.umask(0o022)  # a shell's usual umask: world-readable unless nightear says otherwise
     try:
         result = listen(mic_home, config)
@@ -96,7 +96,8 @@ def with_directive(tmp_path: Path, line: str) -> Path:
 def test_listen_works_under_the_units_system_call_rules(mic_home: Path, tmp_path: Path) -> None:
     prefix = sandboxed(UNIT)
     config = tmp_path / "store.yaml"
-    config.write_text(f"store:\n  path: {tmp_path}/events.db\nmetrics:\n  path: {tmp_path}/m.prom\n")
+    config.write_text(f"store:\n  path: {tmp_path}/events.db\nmetrics:\n  path: {tmp_path}/m.prom\n"
+                      + CLEARS_BEBOP)
     result = listen(mic_home, config, *prefix)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["open", "close"]

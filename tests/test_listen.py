@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import FIXTURES, REPO, listen, run_cli, write_asoundrc
+from tests.conftest import CLEARS_BEBOP, FIXTURES, REPO, listen, run_cli, write_asoundrc
 
 EXAMPLE = REPO / "examples" / "drone-pass.flac"
 
@@ -85,7 +85,7 @@ def test_events_are_stored_before_they_are_printed_and_listed(fake_mic, tmp_path
     env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
     db = tmp_path / "data" / "events.db"
     config = tmp_path / "store.yaml"
-    config.write_text(f"node: post-7\nstore:\n  path: {db}\n")
+    config.write_text(f"node: post-7\nstore:\n  path: {db}\n{CLEARS_BEBOP}")
     result = listen(env, "--config", str(config), "--duration", "4.5")
     assert result.returncode == 0, result.stderr
     printed = [json.loads(line) for line in result.stdout.splitlines()]
@@ -105,7 +105,7 @@ def test_metrics_file_and_systemd_notify(fake_mic, tmp_path: Path) -> None:  # t
     env = fake_mic(FIXTURES / "drone_bebop_16k.flac")
     prom = tmp_path / "textfile" / "nightear.prom"
     config = tmp_path / "metrics.yaml"
-    config.write_text(f"node: post-7\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n")
+    config.write_text(f"node: post-7\nmetrics:\n  path: {prom}\n  interval_seconds: 1\n{CLEARS_BEBOP}")
     notify = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(notify))
