@@ -17,9 +17,11 @@ from nightear.classifier import default_model_path
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 # A threshold the bebop fixture clears throughout: at the shipped model's (4.1.0: 0.99, the
-# fixture's windows 0.977-0.999) one pass may read as two events; tests of the daemon's
-# behaviour around an event (storing, metrics, locking, reloading) hear it as one.
-CLEARS_BEBOP = "decision:\n  threshold: 0.9\n"
+# fixture's windows 0.977-0.999) one pass may read as two events; tests of the pipeline and of
+# the daemon's behaviour around an event (files, storing, metrics, locking, reloading) hear it
+# as one, on the command line or in a config.
+PIPELINE_THRESHOLD = "0.9"
+CLEARS_BEBOP = f"decision:\n  threshold: {PIPELINE_THRESHOLD}\n"
 
 
 @pytest.fixture(scope="session")

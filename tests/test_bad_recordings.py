@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import REPO, run_cli
-from tests.test_cli import DRONE, PIPELINE_THRESHOLD, assert_user_error, events
+from tests.conftest import PIPELINE_THRESHOLD, REPO, run_cli
+from tests.test_cli import DRONE, assert_user_error, events
 
 EXAMPLE = REPO / "examples" / "drone-pass.flac"  # a drone passes 6.0-11.1 s into 18 s
 

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import CLEARS_BEBOP, FIXTURES, PIPELINE_THRESHOLD, run_cli
 
 DRONE = str(FIXTURES / "drone_bebop_16k.flac")
 NIGHT = str(FIXTURES / "night_background_16k.flac")
@@ -29,12 +29,6 @@ def assert_user_error(result, *needles: str) -> None:  # type: ignore[no-untyped
     for needle in needles:
         assert any(line.startswith("nightear: error: ") and needle in line
                    for line in result.stderr.splitlines()), (needle, result.stderr)
-
-
-# The bebop fixture scores near the shipped model's threshold (4.1.0: windows of 0.977-0.999
-# against 0.99, one pass read as two events), so tests of the pipeline (extent, resampling, files,
-# errors mid-event) run at a threshold it clears throughout.
-PIPELINE_THRESHOLD = "0.9"
 
 
 def test_drone_recording_gives_one_event_with_its_extent() -> None:
@@ -131,7 +125,7 @@ def test_bad_config_key_is_one_line(tmp_path: Path) -> None:
 def test_config_model_path_is_relative_to_the_config(tmp_path: Path, model_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(model_path.read_bytes())
     config = tmp_path / "nightear.yaml"
-    config.write_text(f"model:\n  path: m.onnx\ndecision:\n  threshold: {PIPELINE_THRESHOLD}\n")
+    config.write_text(f"model:\n  path: m.onnx\n{CLEARS_BEBOP}")
     result = run_cli("detect", "--config", str(config), DRONE)
     assert result.returncode == 0 and len(events(result.stdout)) == 1
 

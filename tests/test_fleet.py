@@ -25,7 +25,7 @@ from nightear.fleet.settings import FleetSettings
 from nightear.fleet.store import FleetStore
 from nightear.schema import MAX_PAYLOAD_BYTES, SCHEMA_VERSION, HeartbeatMessage, StatusMessage, encode
 from tests.broker import PASSWORD, USER, Broker, FleetThread, MovedClock, wait_for
-from tests.conftest import FIXTURES, REPO, listen, run_cli
+from tests.conftest import CLEARS_BEBOP, FIXTURES, REPO, listen, run_cli
 
 BEBOP = FIXTURES / "drone_bebop_16k.flac"  # one event per 4.5 s listen
 
@@ -42,7 +42,7 @@ def unit_yaml(path: Path, node: str, store: Path, mqtt_section: dict[str, object
     path.write_text(msgspec.yaml.encode({
         "node": node, "store": {"path": str(store)}, "mqtt": mqtt_section,
         "position": {"lat_deg": 52.1, "lon_deg": 14.6, "alt_m": 40.0},
-        "decision": {"threshold": 0.9},  # the bebop fixture as one pass (conftest.CLEARS_BEBOP)
+        **msgspec.yaml.decode(CLEARS_BEBOP),  # the bebop fixture as one pass
         **({"clips": {"folder": str(clips)}} if clips else {})}).decode())
     return path
 

@@ -1,8 +1,8 @@
 """Training on CPU: every batch is drawn fresh from the field sampler (a real drone in real
 background, or background alone), turned into features by the edge front-end and fed to the
-CNN under a one-cycle learning rate. The model of the last epoch
-is kept: validation AUC on mostly indoor clips picked an early, deaf epoch before, so epochs are
-chosen on the leave-one-drone-out evaluation instead (`heldout`). Validation AUC, when there
+CNN under a one-cycle learning rate. The model of the last epoch is kept: validation AUC on
+mostly indoor clips picked an early, deaf epoch before, so epochs are chosen on the
+leave-one-drone-out evaluation instead (`heldout`). Validation AUC, when there
 are validation clips, still prints every epoch so a notebook or a terminal shows progress."""
 
 from __future__ import annotations
